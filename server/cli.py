@@ -1,0 +1,117 @@
+"""``python -m server``: flags (each also an ``IMMER_SERVER_*`` environment variable) over
+:func:`run`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from .app import create_app
+from .config import DEFAULT_STORE, Limits, Settings
+
+ENV_PREFIX = "IMMER_SERVER_"
+_LIMITS = Limits()
+DEFAULT_DEMO = Path(__file__).resolve().parent.parent / "client_demo" / "dist"
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Authoritative collaborative-state server for Immer apps.",
+        epilog=f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG>, "
+        f"e.g. {ENV_PREFIX}STORE=memory://.",
+    )
+    p.add_argument("--host", default=_env("host", "127.0.0.1"), help="interface to listen on")
+    p.add_argument("--port", type=int, default=int(_env("port", 8000)), help="TCP port")
+    p.add_argument("--store", default=_env("store", DEFAULT_STORE),
+                   help="memory:// or sqlite:///path/to.db[?synchronous=full|normal] "
+                   f"(default {DEFAULT_STORE})")
+    p.add_argument("--initial-state", type=Path, default=_env("initial_state", None),
+                   metavar="FILE", help="JSON document new documents start from (default {})")
+    p.add_argument("--demo-dir", type=Path, default=_env("demo_dir", DEFAULT_DEMO),
+                   help="built demo served at / (default client_demo/dist, when it exists)")
+    p.add_argument("--snapshot-every", type=int, default=int(_env("snapshot_every", 1000)),
+                   metavar="N", help="write a snapshot every N versions (default 1000)")
+    p.add_argument("--retain-versions", type=int, default=int(_env("retain_versions", 10_000)),
+                   metavar="N", help="keep N versions of log behind the head (default 10000)")
+    p.add_argument("--max-base-lag", type=int, default=int(_env("max_base_lag", 1000)),
+                   metavar="N", help="oldest base accepted, in versions behind the head")
+    p.add_argument("--idle-seconds", type=float, default=float(_env("idle_seconds", 60)),
+                   help="evict documents without connections after this long (default 60)")
+    p.add_argument("--max-frame-bytes", type=int,
+                   default=int(_env("max_frame_bytes", _LIMITS.max_frame_bytes)),
+                   help="largest WebSocket frame / HTTP body (default 1 MiB; over it: 1009/413)")
+    p.add_argument("--max-ops", type=int, default=int(_env("max_ops", _LIMITS.max_ops)),
+                   help="operations per batch (default 10000)")
+    p.add_argument("--max-depth", type=int, default=int(_env("max_depth", _LIMITS.max_depth)),
+                   help="nesting depth of values and paths (default 64)")
+    p.add_argument("--max-string-bytes", type=int,
+                   default=int(_env("max_string_bytes", _LIMITS.max_string_bytes)),
+                   help="longest string value (default 1 MiB)")
+    p.add_argument("--max-key-bytes", type=int,
+                   default=int(_env("max_key_bytes", _LIMITS.max_key_bytes)),
+                   help="longest object key or path segment (default 1024)")
+    p.add_argument("--log-level", default=_env("log_level", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    initial: Any = {}
+    if args.initial_state is not None:
+        initial = orjson.loads(Path(args.initial_state).read_bytes())
+    limits = Limits(
+        max_frame_bytes=args.max_frame_bytes,
+        max_ops=args.max_ops,
+        max_depth=args.max_depth,
+        max_string_bytes=args.max_string_bytes,
+        max_key_bytes=args.max_key_bytes,
+    )
+    return Settings(
+        store_url=args.store,
+        initial_state=initial,
+        limits=limits,
+        snapshot_every=args.snapshot_every,
+        retain_versions=args.retain_versions,
+        max_base_lag=args.max_base_lag,
+        idle_seconds=args.idle_seconds,
+        demo_dir=str(args.demo_dir) if args.demo_dir else None,
+    )
+
+
+def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
+        log_level: str = "info") -> None:
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_max_size=settings.limits.max_frame_bytes,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        sys.exit(f"--initial-state: {exc}")
+    run(settings, args.host, args.port, args.log_level)

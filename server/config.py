@@ -1,0 +1,44 @@
+"""Server settings: one frozen dataclass built by the CLI (or by tests) and passed down."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DOC_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+DEFAULT_DOC = "default"
+DEFAULT_STORE = "sqlite:///./data/documents.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits; each is a CLI flag (see ``server.cli``)."""
+
+    max_frame_bytes: int = 1 << 20
+    max_ops: int = 10_000
+    max_depth: int = 64
+    max_string_bytes: int = 1 << 20
+    max_key_bytes: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    store_url: str = DEFAULT_STORE
+    initial_state: Any = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    # a snapshot is written every this many versions (and when the log since it outgrows it)
+    snapshot_every: int = 1000
+    # versions of log kept behind the head (resume with since=, GET .../patches, stale bases)
+    retain_versions: int = 10_000
+    # a base older than this many versions behind the head is rejected as a conflict
+    max_base_lag: int = 1000
+    # documents with no connection are dropped from memory after this many seconds
+    idle_seconds: float = 60.0
+    # newcomers get a cached snapshot plus at most this many patches after it
+    max_join_tail: int = 64
+    # per-connection outbound queue bounds; over them the client is closed with 1013
+    max_queue_messages: int = 10_000
+    max_queue_bytes: int = 16 << 20
+    demo_dir: str | None = None

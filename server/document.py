@@ -1,0 +1,364 @@
+"""The canonical document: atomic application of a batch, versions and the stale-base rule.
+
+Plain Python, no IO. :meth:`Document.apply` resolves each validated :class:`~server.patches.Op`
+against the live state, mutates the state in place and records an undo journal; when any
+operation does not apply, the journal is rolled back so the state is exactly as before (no copy
+of the whole document is ever made). It returns the batch as it was actually applied, in both
+formats: RFC 6902 for the log and JSON-Patch clients, Immer patches (numbers for array indexes,
+strings for object keys, only add/remove/replace) for Immer clients.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import Conflict, InvalidInput
+from .patches import MISSING, Op, Segment, to_pointer
+
+Tokens = tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Applied:
+    """A batch as applied: its operations in both formats and what it touched."""
+
+    json_patch: list[dict[str, Any]] = field(default_factory=list)
+    immer: list[dict[str, Any]] = field(default_factory=list)
+    # paths written (as pointer tokens), and (array path, index) of inserts and removals
+    touched: list[Tokens] = field(default_factory=list)
+    shifted: list[tuple[Tokens, int]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.json_patch
+
+
+def own(value: Any) -> Any:
+    """A private copy of a JSON value (containers only; scalars are immutable)."""
+    if isinstance(value, dict | list):
+        return orjson.loads(orjson.dumps(value))
+    return value
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """RFC 6902 ``test`` equality: 1 == 1.0, but true != 1 and key order does not matter."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _index(seg: Segment) -> int | None:
+    if isinstance(seg, int):
+        return seg
+    if seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0"):
+        return int(seg)
+    return None
+
+
+class _Batch:
+    """One application in progress: the undo journal and the outputs."""
+
+    __slots__ = ("doc", "journal", "out")
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.journal: list[tuple[Any, ...]] = []
+        self.out = Applied()
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def walk(self, path: tuple[Segment, ...]) -> tuple[Any, list[Segment]]:
+        """The container at ``path`` and the path typed (ints for array indexes)."""
+        node = self.doc.state
+        typed: list[Segment] = []
+        for seg in path:
+            if isinstance(node, dict):
+                key = seg if isinstance(seg, str) else str(seg)
+                if key not in node:
+                    raise Conflict(f"path {to_pointer(path)!r}: no member {key!r}")
+                node = node[key]
+                typed.append(key)
+            elif isinstance(node, list):
+                idx = _index(seg)
+                if idx is None or idx >= len(node):
+                    raise Conflict(f"path {to_pointer(path)!r}: no array element {seg!r}")
+                node = node[idx]
+                typed.append(idx)
+            else:
+                raise Conflict(f"path {to_pointer(path)!r} goes through a scalar")
+        return node, typed
+
+    def get(self, path: tuple[Segment, ...]) -> Any:
+        if not path:
+            return self.doc.state
+        parent, _ = self.walk(path[:-1])
+        last = path[-1]
+        if isinstance(parent, dict):
+            key = last if isinstance(last, str) else str(last)
+            if key in parent:
+                return parent[key]
+        elif isinstance(parent, list):
+            idx = _index(last)
+            if idx is not None and idx < len(parent):
+                return parent[idx]
+        raise Conflict(f"path {to_pointer(path)!r} does not exist")
+
+    # -- primitive mutations, each journaled and emitted in both formats ----------------------
+
+    def emit(self, op: str, typed: list[Segment], value: Any = MISSING) -> None:
+        pointer = to_pointer(typed)
+        tokens = tuple(str(s) for s in typed)
+        if value is MISSING:
+            self.out.json_patch.append({"op": op, "path": pointer})
+            self.out.immer.append({"op": op, "path": typed})
+        else:
+            self.out.json_patch.append({"op": op, "path": pointer, "value": value})
+            self.out.immer.append({"op": op, "path": typed, "value": value})
+        self.out.touched.append(tokens)
+
+    def set_root(self, value: Any, shown: Any) -> None:
+        self.journal.append(("root", self.doc.state))
+        self.doc.state = value
+        self.emit("replace", [], shown)
+
+    def dict_set(self, parent: dict[str, Any], typed: list[Segment], key: str, value: Any,
+                 shown: Any) -> None:
+        old = parent.get(key, MISSING)
+        self.journal.append(("dset", parent, key, old))
+        parent[key] = value
+        self.emit("add" if old is MISSING else "replace", [*typed, key], shown)
+
+    def dict_del(self, parent: dict[str, Any], typed: list[Segment], key: str) -> None:
+        self.journal.append(("dset", parent, key, parent.pop(key)))
+        self.emit("remove", [*typed, key])
+
+    def list_insert(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
+                    shown: Any) -> None:
+        parent.insert(idx, value)
+        self.journal.append(("lins", parent, idx))
+        self.emit("add", [*typed, idx], shown)
+        self.out.shifted.append((tuple(str(s) for s in typed), idx))
+
+    def list_set(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
+                 shown: Any) -> None:
+        self.journal.append(("lset", parent, idx, parent[idx]))
+        parent[idx] = value
+        self.emit("replace", [*typed, idx], shown)
+
+    def list_pop(self, parent: list[Any], typed: list[Segment], idx: int) -> Any:
+        old = parent.pop(idx)
+        self.journal.append(("lpop", parent, idx, old))
+        self.emit("remove", [*typed, idx])
+        self.out.shifted.append((tuple(str(s) for s in typed), idx))
+        return old
+
+    def rollback(self) -> None:
+        for entry in reversed(self.journal):
+            kind = entry[0]
+            if kind == "root":
+                self.doc.state = entry[1]
+            elif kind == "dset":
+                _, parent, key, old = entry
+                if old is MISSING:
+                    del parent[key]
+                else:
+                    parent[key] = old
+            elif kind == "lins":
+                del entry[1][entry[2]]
+            elif kind == "lset":
+                entry[1][entry[2]] = entry[3]
+            else:  # lpop
+                entry[1].insert(entry[2], entry[3])
+        self.journal.clear()
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def apply(self, op: Op) -> None:
+        if op.op == "test":
+            if not json_equal(self.get(op.path), op.value):
+                raise Conflict(f"test failed at {to_pointer(op.path)!r}")
+            return
+        if op.op in ("move", "copy"):
+            self.move_or_copy(op)
+            return
+        if not op.path:
+            if op.op == "remove":
+                raise InvalidInput("the root cannot be removed")
+            self.set_root(own(op.value), op.value)
+            return
+        parent, typed = self.walk(op.path[:-1])
+        last = op.path[-1]
+        if isinstance(parent, dict):
+            self.on_dict(op, parent, typed, last if isinstance(last, str) else str(last))
+        elif isinstance(parent, list):
+            self.on_list(op, parent, typed, last)
+        else:
+            raise Conflict(f"path {to_pointer(op.path)!r} goes through a scalar")
+
+    def on_dict(self, op: Op, parent: dict[str, Any], typed: list[Segment], key: str) -> None:
+        present = key in parent
+        if op.op == "remove" or op.value is MISSING:
+            # Immer: an absent member, or one set to undefined, has no JSON image
+            if present:
+                self.dict_del(parent, typed, key)
+            elif not op.immer:
+                raise Conflict(f"path {to_pointer(op.path)!r} does not exist")
+            return
+        if op.op == "replace" and not present and not op.immer:
+            raise Conflict(f"path {to_pointer(op.path)!r} does not exist")
+        self.dict_set(parent, typed, key, own(op.value), op.value)
+
+    def on_list(self, op: Op, parent: list[Any], typed: list[Segment], last: Segment) -> None:
+        if op.immer and op.op == "replace" and last == "length":
+            self.set_length(op, parent, typed)
+            return
+        if last == "-" and op.op == "add" and not op.immer:
+            idx: int | None = len(parent)
+        else:
+            idx = _index(last)
+        if idx is None:
+            raise Conflict(f"path {to_pointer(op.path)!r}: {last!r} is not an array index")
+        value = None if op.value is MISSING else op.value  # undefined in an array is null
+        if op.op == "add":
+            if idx > len(parent):
+                raise Conflict(f"path {to_pointer(op.path)!r}: index {idx} is out of range")
+            self.list_insert(parent, typed, idx, own(value), value)
+            return
+        if idx >= len(parent):
+            raise Conflict(f"path {to_pointer(op.path)!r}: index {idx} is out of range")
+        if op.op == "replace":
+            self.list_set(parent, typed, idx, own(value), value)
+        else:
+            self.list_pop(parent, typed, idx)
+
+    def set_length(self, op: Op, parent: list[Any], typed: list[Segment]) -> None:
+        n = op.value
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidInput(f"array length must be a non-negative integer, not {n!r}")
+        while len(parent) > n:
+            self.list_pop(parent, typed, len(parent) - 1)
+        while len(parent) < n:
+            self.list_insert(parent, typed, len(parent), None, None)
+
+    def move_or_copy(self, op: Op) -> None:
+        assert op.from_ is not None
+        source = op.from_
+        if op.op == "move":
+            if op.path[: len(source)] == source and len(op.path) > len(source):
+                raise InvalidInput("cannot move a value into one of its own children")
+            if op.path == source:
+                self.get(source)  # must exist; moving onto itself changes nothing
+                return
+            value = self.get(source)
+            self.apply(Op("remove", source, immer=False))
+        else:
+            value = own(self.get(source))
+        target = Op("add", op.path, value, immer=False)
+        # the emitted value must not alias the document, which later operations may change
+        if not op.path:
+            self.set_root(value, own(value))
+            return
+        parent, typed = self.walk(op.path[:-1])
+        last = op.path[-1]
+        if isinstance(parent, dict):
+            key = last if isinstance(last, str) else str(last)
+            self.dict_set(parent, typed, key, value, own(value))
+        elif isinstance(parent, list):
+            idx = len(parent) if last == "-" else _index(last)
+            if idx is None or idx > len(parent):
+                raise Conflict(f"path {to_pointer(target.path)!r}: bad array index {last!r}")
+            self.list_insert(parent, typed, idx, value, own(value))
+        else:
+            raise Conflict(f"path {to_pointer(op.path)!r} goes through a scalar")
+
+
+class Document:
+    """A JSON value with a version; every non-empty applied batch adds exactly 1."""
+
+    def __init__(self, state: Any, version: int = 0, max_base_lag: int = 1000) -> None:
+        self.state = state
+        self.version = version
+        self.max_base_lag = max_base_lag
+        # (version, touched, shifted) of the recent batches, for the stale-base rule
+        self._history: deque[tuple[int, list[Tokens], list[tuple[Tokens, int]]]] = deque(
+            maxlen=max_base_lag
+        )
+
+    def apply(self, ops: list[Op], base: int | None = None) -> Applied:
+        """Apply ``ops`` atomically or raise, leaving the state untouched.
+
+        Returns the applied batch; when it changed nothing (``Applied.empty``) the version
+        stays the same.
+        """
+        if base is not None:
+            self.check_base(ops, base)
+        batch = _Batch(self)
+        try:
+            for op in ops:
+                batch.apply(op)
+        except BaseException:
+            batch.rollback()
+            raise
+        out = batch.out
+        if not out.empty:
+            self.version += 1
+            self._history.append((self.version, out.touched, out.shifted))
+        return out
+
+    def record(self, applied: Applied) -> None:
+        """Account for a batch applied elsewhere (replayed from a log) in the base history."""
+        self._history.append((self.version, applied.touched, applied.shifted))
+
+    def check_base(self, ops: Iterable[Op], base: int) -> None:
+        """The stale-base rule: a batch made at ``base`` may apply at the head only when no
+        later batch touched an overlapping path, nor shifted an array at or below an index it
+        addresses."""
+        if isinstance(base, bool) or not isinstance(base, int) or base < 0:
+            raise InvalidInput("base must be a non-negative integer")
+        if base > self.version:
+            raise InvalidInput(f"base {base} is ahead of the current version {self.version}")
+        if base == self.version:
+            return
+        oldest = self._history[0][0] if self._history else self.version + 1
+        if base + 1 < oldest:
+            raise Conflict(f"base {base} is too old to check (current {self.version})")
+        paths: set[Tokens] = set()
+        prefixes: set[Tokens] = set()
+        following: dict[Tokens, list[str]] = {}
+        for op in ops:
+            for path in (op.path, op.from_):
+                if path is None:
+                    continue
+                tokens = tuple(str(s) for s in path)
+                paths.add(tokens)
+                for k in range(len(tokens) + 1):
+                    prefixes.add(tokens[:k])
+                    if k < len(tokens):
+                        following.setdefault(tokens[:k], []).append(tokens[k])
+        for version, touched, shifted in self._history:
+            if version <= base:
+                continue
+            for t in touched:
+                if t in prefixes or any(t[:k] in paths for k in range(len(t))):
+                    raise Conflict(
+                        f"version {version} changed {to_pointer(list(t))!r} after base {base}"
+                    )
+            for array, at in shifted:
+                for token in following.get(array, ()):
+                    idx = _index(token)
+                    if token == "-" or (idx is not None and at <= idx):
+                        raise Conflict(
+                            f"version {version} shifted {to_pointer(list(array))!r} at index "
+                            f"{at} after base {base}"
+                        )

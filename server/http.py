@@ -1,0 +1,149 @@
+"""HTTP endpoints: the state (GET/PATCH with ETags), the patches since a version, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .config import DEFAULT_DOC, DOC_ID_RE
+from .errors import ErrorCode, InvalidInput, ServerError, TooLarge
+from .hub import Hub, Session
+from .messages import FORMATS, PatchRequest
+from .protocol import loads, parse_ops
+
+JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def error_response(exc: ServerError, extra: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"error": exc.as_dict(), **(extra or {})}
+    return Response(orjson.dumps(body), status_code=exc.http_status, media_type=JSON)
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _etag_versions(header: str) -> set[str]:
+    tags = set()
+    for part in header.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        tags.add(tag)
+    return tags
+
+
+def _doc_id(request: Request) -> str:
+    doc: str = request.path_params.get("doc", DEFAULT_DOC)
+    if not DOC_ID_RE.match(doc):
+        raise InvalidInput("document id must be 1-128 characters of [A-Za-z0-9._-]")
+    return doc
+
+
+def _version_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise InvalidInput(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+async def _session(request: Request) -> Session:
+    hub: Hub = request.app.state.hub
+    return await hub.session(_doc_id(request))
+
+
+async def get_state(request: Request) -> Response:
+    try:
+        session = await _session(request)
+        at = _version_param(request, "version")
+        if at is not None and at != session.document.version:
+            body = await session.read_state_at(at)
+            return Response(body, media_type=JSON, headers={"ETag": _etag(at)})
+        version, body = await session.read_state()
+    except ServerError as exc:
+        return error_response(exc)
+    headers = {"ETag": _etag(version)}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and (inm.strip() == "*" or _etag(version) in _etag_versions(inm)):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=JSON, headers=headers)
+
+
+async def patch_state(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in (JSON, JSON_PATCH):
+        return error_response(ServerError(
+            f"use {JSON_PATCH} (RFC 6902) or {JSON} (Immer patches)",
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ))
+    try:
+        declared = request.headers.get("content-length")
+        limit = hub.settings.limits.max_frame_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"body larger than {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise TooLarge(f"body larger than {limit} bytes")
+        session = await _session(request)
+        ops = parse_ops(loads(body), "immer" if content_type == JSON else "json-patch",
+                        hub.settings.limits)
+        base = None
+        if_match = request.headers.get("if-match")
+        if if_match is not None and if_match.strip() != "*":
+            current = session.document.version
+            if _etag(current) not in _etag_versions(if_match):
+                raise ServerError(
+                    f"the document is at version {current}", ErrorCode.PRECONDITION_FAILED
+                )
+            base = current
+        version = await session.submit(PatchRequest(None, ops, base))
+    except ServerError as exc:
+        return error_response(exc)
+    return Response(orjson.dumps({"version": version}), media_type=JSON,
+                    headers={"ETag": _etag(version)})
+
+
+async def get_patches(request: Request) -> Response:
+    try:
+        since = _version_param(request, "since")
+        if since is None:
+            raise InvalidInput("since is required")
+        fmt = request.query_params.get("format", "immer")
+        if fmt not in FORMATS:
+            raise InvalidInput("format must be immer or json-patch")
+        session = await _session(request)
+        if since > session.published:
+            raise ServerError(
+                f"since {since} is ahead of the current version {session.published}",
+                ErrorCode.NOT_FOUND,
+            )
+        result = await session.read_patches(since, "immer" if fmt == "immer" else "json-patch")
+    except ServerError as exc:
+        return error_response(exc)
+    if isinstance(result, int):
+        return error_response(
+            ServerError(f"versions after {since} were compacted away", ErrorCode.GONE),
+            {"oldest": result},
+        )
+    version, patches = result
+    body = f'{{"from":{since},"version":{version},"patches":{patches}}}'
+    return Response(body, media_type=JSON)
+
+
+async def health(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    try:
+        await hub.store.ping()
+    except Exception as exc:  # any failure of the store is unhealthy, whatever its type
+        down = {"status": "unavailable", "store": f"error: {exc}"}
+        return Response(orjson.dumps(down), status_code=503, media_type=JSON)
+    body = {"status": "ok", "store": "ok", "epoch": hub.store.epoch,
+            "documents": len(hub.sessions)}
+    return Response(orjson.dumps(body), media_type=JSON)

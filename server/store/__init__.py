@@ -1,0 +1,28 @@
+"""Stores, chosen by URL scheme: ``memory://``, ``sqlite:///path``; imported lazily."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from .base import LogEntry, Store, StoredDocument
+
+__all__ = ["LogEntry", "Store", "StoredDocument", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url`` (not yet opened: call ``await store.open()``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore()
+    if parts.scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        # sqlite:///relative/path, sqlite:////absolute/path (as SQLAlchemy spells them)
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ValueError("sqlite:// needs a path, e.g. sqlite:///./data/documents.db")
+        options = parse_qs(parts.query)
+        return SQLiteStore(path, synchronous=options.get("synchronous", ["full"])[0])
+    raise ValueError(f"unknown store scheme {parts.scheme!r} (use memory:// or sqlite:///path)")

@@ -1,0 +1,86 @@
+"""``memory://``: the store for tests and ephemeral use. Same retention as the durable stores."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import uuid
+
+from .base import LogEntry, StoredDocument
+
+
+class _Doc:
+    __slots__ = ("entries", "floor", "snapshots")
+
+    def __init__(self) -> None:
+        self.entries: list[LogEntry] = []
+        self.snapshots: list[tuple[int, bytes]] = []
+        self.floor = 0
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._epoch = uuid.uuid4().hex
+        self._docs: dict[str, _Doc] = {}
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    def _done(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def load(self, doc: str) -> StoredDocument | None:
+        d = self._docs.get(doc)
+        if d is None or not d.snapshots:
+            return None
+        version, state = d.snapshots[-1]
+        return StoredDocument(
+            snapshot_version=version,
+            snapshot=state,
+            entries=[e for e in d.entries if e.version > version],
+            dedupe=[(e.client, e.msg_id, e.version) for e in d.entries
+                    if e.client is not None and e.msg_id is not None],
+            floor=d.floor,
+        )
+
+    def append(self, doc: str, entry: LogEntry) -> asyncio.Future[None]:
+        self._docs.setdefault(doc, _Doc()).entries.append(entry)
+        return self._done()
+
+    def snapshot(self, doc: str, version: int, state: bytes, floor: int) -> asyncio.Future[None]:
+        d = self._docs.setdefault(doc, _Doc())
+        d.snapshots.append((version, state))
+        if floor > d.floor:
+            d.floor = floor
+            cut = bisect.bisect_right([e.version for e in d.entries], floor)
+            del d.entries[:cut]
+            keep = max((i for i, (v, _) in enumerate(d.snapshots) if v <= floor), default=0)
+            del d.snapshots[:keep]
+        return self._done()
+
+    async def read_log(self, doc: str, after: int) -> list[LogEntry] | None:
+        d = self._docs.get(doc)
+        if d is None:
+            return [] if after >= 0 else None
+        if after < d.floor:
+            return None
+        return [e for e in d.entries if e.version > after]
+
+    async def read_snapshot(self, doc: str, at_most: int) -> tuple[int, bytes] | None:
+        d = self._docs.get(doc)
+        if d is None:
+            return None
+        candidates = [s for s in d.snapshots if s[0] <= at_most]
+        return candidates[-1] if candidates else None
