@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NPM := $(shell command -v npm 2>/dev/null)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEMO_SOURCES := $(shell find client_demo/src client_demo/index.html client_demo/vite.config.ts client_demo/tsconfig*.json -type f 2>/dev/null)
+DEMO_SOURCES := $(shell find client_demo/src client_demo/index.html client_demo/vite.config.ts client_demo/tsconfig*.json client_demo/initial-state.json -type f 2>/dev/null)
 PORT ?= 8000
 
 .PHONY: run test check lint typecheck pytest vitest install install-test node-deps demo chromium redis bench bench-quick clean
@@ -57,7 +57,7 @@ client_demo/dist/index.html: client_demo/node_modules/.installed $(DEMO_SOURCES)
 chromium:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif command -v apt-get >/dev/null; then \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-noto-color-emoji; \
 	else echo "warning: no /usr/bin/chromium and no apt-get: the browser tests will fail"; fi
 
 # Debian's redis-server for the Redis store tests (started by the test fixtures)

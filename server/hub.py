@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -91,7 +92,7 @@ class Subscriber:
 class _Step:
     """A publication waiting for the commits queued before it."""
 
-    future: asyncio.Future[None] | None
+    future: asyncio.Future[Any] | None
     action: Callable[[], None]
     result: asyncio.Future[int] | None = None
 
@@ -139,7 +140,7 @@ class Session:
         else:
             self.pipeline.append(_Step(None, action))
 
-    def _queue(self, future: asyncio.Future[None], action: Callable[[], None],
+    def _queue(self, future: asyncio.Future[Any], action: Callable[[], None],
                result: asyncio.Future[int] | None = None) -> None:
         self.pipeline.append(_Step(future, action, result))
         future.add_done_callback(self._drain)
@@ -204,7 +205,8 @@ class Session:
             self._remember(key[0], key[1], version)
         self._add_recent(record)
         if not self.stored:
-            self._queue(self.store.snapshot(self.doc_id, 0, self._initial_bytes(), 0), _noop)
+            keep = self.settings.retain_versions
+            self._queue(self.store.snapshot(self.doc_id, 0, self._initial_bytes(), keep), _noop)
             self.stored = True
         self._queue(
             self.store.append(self.doc_id, entry),
@@ -229,6 +231,7 @@ class Session:
     def _publish(self, record: Record, origin: Subscriber | None, msg_id: MessageId | None,
                  result: asyncio.Future[int]) -> None:
         self.published = record.version
+        self._trim_recent()
         for sub in self.subscribers:
             if sub is origin:
                 if msg_id is not None:
@@ -257,6 +260,10 @@ class Session:
     def _add_recent(self, record: Record) -> None:
         self.recent.append(record)
         self.recent_bytes += record.size
+        self._trim_recent()
+
+    def _trim_recent(self) -> None:
+        """Keep the recent records within bounds; only published ones may go."""
         limit = max(self.settings.snapshot_every, self.settings.max_join_tail)
         while self.recent and (
             len(self.recent) > limit or self.recent_bytes > _RECENT_MAX_BYTES
@@ -271,18 +278,22 @@ class Session:
         ):
             return
         state = orjson.dumps(self.document.state)
-        floor = max(self.floor, version - self.settings.retain_versions)
-        self._queue(self.store.snapshot(self.doc_id, version, state, floor), _noop)
+        written = self.store.snapshot(self.doc_id, version, state, self.settings.retain_versions)
+        self._queue(written, lambda: self._compacted(written.result()))
         self.snapshot_version = version
         self.snapshot_size = len(state)
         self.cache = _Snapshot(version, state.decode())
         self.log_bytes = 0
-        if floor > self.floor:
-            self.floor = floor
-            while self.dedupe_order and self.dedupe_order[0][0] <= floor:
-                _, key = self.dedupe_order.popleft()
-                if self.dedupe.get(key, floor + 1) <= floor:
-                    del self.dedupe[key]
+
+    def _compacted(self, floor: int) -> None:
+        """The store compacted its log up to ``floor``: forget what it no longer holds."""
+        if floor <= self.floor:
+            return
+        self.floor = floor
+        while self.dedupe_order and self.dedupe_order[0][0] <= floor:
+            _, key = self.dedupe_order.popleft()
+            if self.dedupe.get(key, floor + 1) <= floor:
+                del self.dedupe[key]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -299,7 +310,7 @@ class Session:
         head = self.document.version
         if version >= head:
             return []
-        if not self.recent or self.recent[0].version > version + 1:
+        if version < self.floor or not self.recent or self.recent[0].version > version + 1:
             return None
         start = version + 1 - self.recent[0].version
         return [self.recent[i] for i in range(start, len(self.recent))]

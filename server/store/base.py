@@ -53,9 +53,11 @@ class Store(Protocol):
     def append(self, doc: str, entry: LogEntry) -> asyncio.Future[None]:
         """Commit one log entry; resolves (in order) when durable."""
 
-    def snapshot(self, doc: str, version: int, state: bytes, floor: int) -> asyncio.Future[None]:
-        """Save a snapshot at ``version`` (ordered after earlier appends) and compact the log so
-        that it keeps only versions after ``floor`` (and the snapshots needed to rebuild them)."""
+    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
+        """Save a snapshot at ``version`` (ordered after earlier appends) and compact: the new
+        floor is the newest snapshot at or below ``version - keep``; log entries up to it and
+        older snapshots are deleted, so every version from the floor on can be rebuilt.
+        Resolves with the floor."""
 
     async def read_log(self, doc: str, after: int) -> list[LogEntry] | None:
         """Committed entries with version > ``after``, in order; None when ``after`` < floor."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import uuid
+from typing import Any
 
 from .base import LogEntry, StoredDocument
 
@@ -36,9 +37,9 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
-    def _done(self) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
+    def _done(self, value: Any = None) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(value)
         return future
 
     async def load(self, doc: str) -> StoredDocument | None:
@@ -59,16 +60,18 @@ class MemoryStore:
         self._docs.setdefault(doc, _Doc()).entries.append(entry)
         return self._done()
 
-    def snapshot(self, doc: str, version: int, state: bytes, floor: int) -> asyncio.Future[None]:
+    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
         d = self._docs.setdefault(doc, _Doc())
         d.snapshots.append((version, state))
+        first = max((i for i, (v, _) in enumerate(d.snapshots) if v <= version - keep),
+                    default=0)
+        floor = d.snapshots[first][0]
         if floor > d.floor:
             d.floor = floor
             cut = bisect.bisect_right([e.version for e in d.entries], floor)
             del d.entries[:cut]
-            keep = max((i for i, (v, _) in enumerate(d.snapshots) if v <= floor), default=0)
-            del d.snapshots[:keep]
-        return self._done()
+            del d.snapshots[:first]
+        return self._done(d.floor)
 
     async def read_log(self, doc: str, after: int) -> list[LogEntry] | None:
         d = self._docs.get(doc)

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 SYNCHRONOUS = {"off": "OFF", "normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
 MAX_GROUP = 4096
 
-Write = Callable[[sqlite3.Connection], None]
+Write = Callable[[sqlite3.Connection], Any]
 
 
 class SQLiteStore:
@@ -60,7 +60,7 @@ class SQLiteStore:
         self.synchronous = SYNCHRONOUS[synchronous.lower()]
         self._epoch = ""
         self._queue: queue.SimpleQueue[
-            tuple[Write, asyncio.Future[None]] | None
+            tuple[Write, asyncio.Future[Any]] | None
         ] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._local = threading.local()
@@ -133,13 +133,13 @@ class SQLiteStore:
             conn.close()
 
     def _commit(
-        self, conn: sqlite3.Connection, group: list[tuple[Write, asyncio.Future[None]]]
+        self, conn: sqlite3.Connection, group: list[tuple[Write, asyncio.Future[Any]]]
     ) -> None:
         error: BaseException | None = None
+        results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for write, _ in group:
-                write(conn)
+            results = [write(conn) for write, _ in group]
             conn.execute("COMMIT")
         except BaseException as exc:  # the whole group failed: report it to every waiter
             error = exc
@@ -148,11 +148,11 @@ class SQLiteStore:
         assert self._loop is not None
         futures = [f for _, f in group]
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(_resolve, futures, error)
+            self._loop.call_soon_threadsafe(_resolve, futures, results, error)
 
-    def _submit(self, write: Write) -> asyncio.Future[None]:
+    def _submit(self, write: Write) -> asyncio.Future[Any]:
         assert self._loop is not None, "store is not open"
-        future: asyncio.Future[None] = self._loop.create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put((write, future))
         return future
 
@@ -165,26 +165,27 @@ class SQLiteStore:
 
         return self._submit(write)
 
-    def snapshot(self, doc: str, version: int, state: bytes, floor: int) -> asyncio.Future[None]:
-        def write(conn: sqlite3.Connection) -> None:
+    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
+        def write(conn: sqlite3.Connection) -> int:
             conn.execute(
                 "INSERT OR REPLACE INTO snapshots (doc, version, state) VALUES (?, ?, ?)",
                 (doc, version, state),
             )
+            # the floor is a snapshot, so every version after it can be rebuilt from it
+            (floor,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM snapshots WHERE doc = ? AND version <= ?",
+                (doc, version - keep),
+            ).fetchone()
             row = conn.execute("SELECT floor FROM docs WHERE doc = ?", (doc,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO docs (doc, floor) VALUES (?, ?)", (doc, floor))
             elif floor > row[0]:
                 conn.execute("UPDATE docs SET floor = ? WHERE doc = ?", (floor, doc))
             else:
-                return
+                return int(row[0])
             conn.execute("DELETE FROM log WHERE doc = ? AND version <= ?", (doc, floor))
-            # keep the newest snapshot at or below the floor: versions after it rebuild from it
-            conn.execute(
-                "DELETE FROM snapshots WHERE doc = ? AND version < (SELECT max(version) FROM "
-                "snapshots WHERE doc = ? AND version <= ?)",
-                (doc, doc, floor),
-            )
+            conn.execute("DELETE FROM snapshots WHERE doc = ? AND version < ?", (doc, floor))
+            return int(floor)
 
         return self._submit(write)
 
@@ -265,11 +266,12 @@ def _entries(conn: sqlite3.Connection, doc: str, after: int) -> list[LogEntry]:
     return [LogEntry(v, jp, im, c, m, ts) for v, jp, im, c, m, ts in rows]
 
 
-def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
+def _resolve(futures: list[asyncio.Future[Any]], results: list[Any],
+             error: BaseException | None) -> None:
+    for i, future in enumerate(futures):
         if future.done():
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(results[i])
         else:
             future.set_exception(StoreUnavailable(f"commit failed: {error}"))
