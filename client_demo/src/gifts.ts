@@ -1,0 +1,42 @@
+/**
+ * The shared gift list (the Immer course's immer-gifts data model) and the recipes that change it.
+ * Recipes are pure: ids and other inputs are made by the caller, so a re-run does the same thing.
+ */
+import initialState from "../initial-state.json"
+import type { Recipe } from "./lib/syncClient"
+
+export interface Gift {
+  readonly id: string
+  readonly description: string
+  /** Image URL; empty for none. */
+  readonly image: string
+  /** Id of the user who reserved it; absent when free. */
+  readonly reservedBy?: number
+}
+
+/** The shared document. `gifts` is absent on a server started without an initial state. */
+export interface GiftList {
+  readonly gifts?: readonly Gift[]
+}
+
+export const initialGifts: readonly Gift[] = initialState.gifts
+
+export function addGift(gift: Gift): Recipe<GiftList> {
+  return (draft) => {
+    ;(draft.gifts ??= []).push({ ...gift })
+  }
+}
+
+/** Reserves a free gift for `userId`, or frees it if `userId` holds it; others' stay untouched. */
+export function toggleReservation(giftId: string, userId: number): Recipe<GiftList> {
+  return (draft) => {
+    const gift = draft.gifts?.find((candidate) => candidate.id === giftId)
+    if (!gift) return
+    if (gift.reservedBy === undefined) gift.reservedBy = userId
+    else if (gift.reservedBy === userId) delete gift.reservedBy
+  }
+}
+
+export const resetGifts: Recipe<GiftList> = (draft) => {
+  draft.gifts = initialGifts.map((gift) => ({ ...gift }))
+}

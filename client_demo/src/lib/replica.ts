@@ -1,0 +1,201 @@
+/**
+ * The optimistic replica of one document: the server's state at its version ("confirmed") plus
+ * the local changes the server has not committed yet ("pending"). No sockets, no timers.
+ *
+ * Shown state = confirmed state with every pending change applied on top, in order. Whenever the
+ * confirmed state moves by something other than our own head change, every pending recipe is re-run
+ * on top of it (rebase), so a pending change's patches always fit the state just before it.
+ *
+ * At most the head change is sent at a time (the client enforces it): its patches then fit the
+ * confirmed state exactly and `base` is always the true version they were made against.
+ */
+import { applyPatches, enablePatches, freeze, produceWithPatches } from "immer"
+import type { Draft, Objectish, Patch } from "immer"
+import { SyncError } from "./errors"
+import type { Epoch, ErrorBody, OutgoingPatch } from "./protocol"
+
+enablePatches()
+
+/**
+ * An Immer recipe. Recipes can be re-run on newer server state (rebase, conflict retry,
+ * reconnect), so they must be pure: no side effects, ids or random values created inside.
+ */
+export type Recipe<T> = (draft: Draft<T>) => Draft<T> | void
+
+interface Change<T> {
+  /** Wire id; a new one for each conflict retry or server epoch, the same one for resends. */
+  id: string
+  readonly recipe: Recipe<T>
+  /** Patches from the state before this change (confirmed + earlier pending) to `after`. */
+  patches: Patch[]
+  after: T
+  /** The patches last sent under `id`: what the server commits if it accepts `id`. */
+  sent?: Patch[]
+  conflicts: number
+}
+
+/** What became of an `ack` or `reject`: `gap` means the replica can no longer follow the server. */
+export type Outcome = "settled" | "retry" | "ignored" | "gap"
+
+export class Replica<T> {
+  private confirmed: T
+  private confirmedVersion: number
+  private currentEpoch: Epoch
+  private pending: Change<T>[] = []
+  private readonly nextId: () => string
+  private readonly report: (error: SyncError) => void
+
+  /** `nextId` makes fresh wire ids; `report` receives the errors of dropped changes. */
+  constructor(
+    state: T,
+    version: number,
+    epoch: Epoch,
+    nextId: () => string,
+    report: (error: SyncError) => void,
+  ) {
+    this.confirmed = freeze(state, true)
+    this.confirmedVersion = version
+    this.currentEpoch = epoch
+    this.nextId = nextId
+    this.report = report
+  }
+
+  get version(): number {
+    return this.confirmedVersion
+  }
+
+  get epoch(): Epoch {
+    return this.currentEpoch
+  }
+
+  get hasPending(): boolean {
+    return this.pending.length > 0
+  }
+
+  get shown(): T {
+    const last = this.pending[this.pending.length - 1]
+    return last ? last.after : this.confirmed
+  }
+
+  /** Runs `recipe` on the shown state; returns false (and records nothing) if it changed nothing. */
+  local(recipe: Recipe<T>): boolean {
+    const [after, patches] = produceWithPatches(this.shown, recipe)
+    if (patches.length === 0) return false
+    this.pending.push({ id: this.nextId(), recipe, patches, after, conflicts: 0 })
+    return true
+  }
+
+  /** A batch from elsewhere; false if it is not the next version or does not apply (resync). */
+  remote(version: number, patches: readonly Patch[]): boolean {
+    if (!this.advance(version, patches)) return false
+    this.rebase()
+    return true
+  }
+
+  /** Replaces the confirmed state (a snapshot). Pending changes survive, rebased. */
+  reset(state: T, version: number, epoch: Epoch): void {
+    if (epoch !== this.currentEpoch) {
+      // A new history: ids sent to the old one mean nothing, so those changes are new again.
+      for (const change of this.pending) {
+        change.id = this.nextId()
+        change.sent = undefined
+      }
+    }
+    this.confirmed = freeze(state, true)
+    this.confirmedVersion = version
+    this.currentEpoch = epoch
+    this.rebase()
+  }
+
+  /** The head change, to be sent now; leading changes that became no-ops are dropped first. */
+  nextToSend(): OutgoingPatch | undefined {
+    while (this.pending[0]?.patches.length === 0) this.pending.shift()
+    const head = this.pending[0]
+    if (!head) return undefined
+    head.sent = head.patches
+    return { id: head.id, base: this.confirmedVersion, patches: head.patches }
+  }
+
+  /** The server committed change `id` as `version`. */
+  acknowledge(id: string, version: number): Outcome {
+    const head = this.pending[0]
+    if (head?.id !== id || head.sent === undefined) {
+      // Not ours (any more): harmless if we already hold that version, else we lack its patches.
+      return version <= this.confirmedVersion ? "ignored" : "gap"
+    }
+    if (version <= this.confirmedVersion) {
+      // Already in the confirmed state: it came back as a patch or in a snapshot (a resend the
+      // server deduplicated after a reconnect).
+      this.pending.shift()
+      this.rebase()
+      return "settled"
+    }
+    if (head.sent === head.patches && version === this.confirmedVersion + 1) {
+      // The common case: nothing arrived in between, so the state we showed is the server's.
+      this.pending.shift()
+      this.confirmed = head.after
+      this.confirmedVersion = version
+      return "settled"
+    }
+    if (!this.advance(version, head.sent)) return "gap"
+    this.pending.shift()
+    this.rebase()
+    return "settled"
+  }
+
+  /** The server refused change `id`: retry a conflict (bounded), drop anything else. */
+  reject(id: string, error: ErrorBody, maxConflictRetries: number): Outcome {
+    const head = this.pending[0]
+    if (head?.id !== id || head.sent === undefined) return "ignored"
+    // Remote batches up to the server's version arrived before the reject, so the head has
+    // already been re-run on the newest confirmed state.
+    if (error.code === "conflict" && head.patches.length === 0) {
+      this.pending.shift() // the change no longer changes anything: nothing to retry or report
+      return "settled"
+    }
+    if (error.code === "conflict" && head.conflicts < maxConflictRetries) {
+      head.conflicts += 1
+      head.id = this.nextId()
+      head.sent = undefined
+      return "retry"
+    }
+    this.pending.shift()
+    this.rebase()
+    const message =
+      error.code === "conflict"
+        ? `change dropped after ${maxConflictRetries} conflict retries: ${error.message}`
+        : error.message
+    this.report(new SyncError(error.code, message))
+    return "settled"
+  }
+
+  private advance(version: number, patches: readonly Patch[]): boolean {
+    if (version !== this.confirmedVersion + 1) return false
+    try {
+      this.confirmed = applyPatches(this.confirmed as Objectish, patches) as T
+    } catch {
+      return false
+    }
+    this.confirmedVersion = version
+    return true
+  }
+
+  /**
+   * Re-runs every pending recipe on the confirmed state. A change that now does nothing is dropped,
+   * unless it was sent: the server may still answer for it, and the answer must find it.
+   */
+  private rebase(): void {
+    let base = this.confirmed
+    this.pending = this.pending.filter((change) => {
+      try {
+        ;[change.after, change.patches] = produceWithPatches(base, change.recipe)
+      } catch (cause) {
+        this.report(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
+        change.after = base
+        change.patches = []
+      }
+      base = change.after
+      return change.patches.length > 0 || change.sent !== undefined
+    })
+  }
+}

@@ -1,0 +1,267 @@
+"""End to end: the built gift-list demo in headless Chromium against a real server.
+
+Each "user" is a browser context of its own (its own localStorage, its own WebSocket), on the
+page the server serves at ``/``. Every wait is a Playwright ``expect`` with a timeout. Needs
+``client_demo/dist`` (``npm run build`` in client_demo) and Chromium at ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+
+from .conftest import ROOT, ServerFactory, ServerProcess
+
+pytestmark = pytest.mark.browser
+
+DIST = ROOT / "client_demo" / "dist"
+INITIAL_STATE = ROOT / "client_demo" / "initial-state.json"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 15_000
+RECONNECT_TIMEOUT_MS = 30_000  # the client's reconnect backoff grows up to 10 s
+expect.set_options(timeout=TIMEOUT_MS)
+
+CIRCLE = "The Complete Circle Series"  # free in the initial list
+OpenDemo = Callable[..., Page]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not (DIST / "index.html").is_file():
+        pytest.fail(f"{DIST} is missing: run `npm ci && npm run build` in client_demo first")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_demo(browser: Browser) -> Iterator[OpenDemo]:
+    """``open_demo(server, user)``: a fresh browser context on the demo, synced, as ``user``."""
+    contexts: list[BrowserContext] = []
+
+    def open_page(server: ServerProcess, user: int, width: int = 820, height: int = 760) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        _offline_except(context, server)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server.url)
+        expect(page.get_by_test_id("status")).to_have_text("synced")
+        page.get_by_test_id("user-select").select_option(str(user))
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def demo_server(server_factory: ServerFactory) -> ServerProcess:
+    return server_factory("--initial-state", str(INITIAL_STATE), "--demo-dir", str(DIST))
+
+
+def _offline_except(context: BrowserContext, server: ServerProcess) -> None:
+    """Only the server is reachable: the lesson's remote gift images fail fast (placeholders)."""
+
+    def route(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", route)
+
+
+def server_state(server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    response = httpx.get(f"{server.url}/state", timeout=5)
+    response.raise_for_status()
+    return int(response.headers["etag"].strip('"')), response.json()
+
+
+def shown_gifts(page: Page) -> list[tuple[str, str]]:
+    """(description, reservedBy or "") of each gift as the page shows it."""
+    items = page.get_by_test_id("gift")
+    return [
+        (item.locator("h2").inner_text(), item.get_attribute("data-reserved-by") or "")
+        for item in items.all()
+    ]
+
+
+def expected_gifts(state: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(gift["description"], str(gift.get("reservedBy", ""))) for gift in state["gifts"]]
+
+
+def gift(page: Page, description: str) -> Any:
+    return page.get_by_test_id("gift").filter(has_text=description)
+
+
+def add_gift(page: Page, description: str) -> None:
+    page.get_by_test_id("gift-description").fill(description)
+    page.get_by_test_id("add-gift").click()
+    expect(gift(page, description)).to_have_count(1)  # shown at once, before any ack
+
+
+def assert_converged(server: ServerProcess, *pages: Page) -> dict[str, Any]:
+    """Waits until every page is synced at the server's version and shows the server's list."""
+    for page in pages:
+        expect(page.get_by_test_id("status")).to_have_text("synced")
+    version, state = server_state(server)  # final: nothing is pending on any page
+    for page in pages:
+        expect(page.get_by_test_id("version")).to_have_text(str(version))
+        assert shown_gifts(page) == expected_gifts(state)
+    return state
+
+
+def test_two_pages_converge(
+    demo_server: ServerProcess, open_demo: OpenDemo, browser: Browser
+) -> None:
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+
+    add_gift(alice, "Kite")
+    add_gift(bob, "Board game")
+    gift(alice, CIRCLE).get_by_test_id("toggle-reservation").click()
+    gift(bob, "Kite").get_by_test_id("toggle-reservation").click()
+
+    state = assert_converged(demo_server, alice, bob)
+    reserved = {item["description"]: item.get("reservedBy") for item in state["gifts"]}
+    assert reserved[CIRCLE] == 1
+    assert reserved["Kite"] == 2
+    assert reserved["Board game"] is None
+    expect(gift(bob, CIRCLE).get_by_test_id("toggle-reservation")).to_be_disabled()
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    alice.screenshot(path=SCREENSHOTS / "demo.png")
+    _screenshot_side_by_side(browser, demo_server, SCREENSHOTS / "demo-two-windows.png")
+
+
+def _screenshot_side_by_side(browser: Browser, server: ServerProcess, path: Path) -> None:
+    """Two independent copies of the demo (iframes) next to each other, as two users."""
+    context = browser.new_context(viewport={"width": 1500, "height": 720})
+    try:
+        _offline_except(context, server)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        frame = f'<iframe src="{server.url}/"></iframe>'
+        page.set_content(
+            "<style>body{margin:0;display:flex;gap:6px;background:#c9c4d8}"
+            "iframe{flex:1;height:100vh;border:0}</style>" + frame * 2
+        )
+        for index, user in enumerate(("1", "2")):
+            window = page.frame_locator("iframe").nth(index)
+            expect(window.get_by_test_id("status")).to_have_text("synced")
+            window.get_by_test_id("user-select").select_option(user)
+        page.screenshot(path=path)
+    finally:
+        context.close()
+
+
+def test_late_page_starts_from_snapshot(demo_server: ServerProcess, open_demo: OpenDemo) -> None:
+    first = open_demo(demo_server, user=3)
+    add_gift(first, "Scarf")
+    gift(first, "Scarf").get_by_test_id("toggle-reservation").click()
+    gift(first, CIRCLE).get_by_test_id("toggle-reservation").click()
+    assert_converged(demo_server, first)
+
+    late = open_demo(demo_server, user=4)
+    state = assert_converged(demo_server, first, late)
+    assert shown_gifts(late) == shown_gifts(first)
+    assert ("Scarf", "3") in expected_gifts(state)
+
+
+def test_server_restart_keeps_pending_edits_exactly_once(
+    server_factory: ServerFactory, open_demo: OpenDemo, tmp_path: Path
+) -> None:
+    server = server_factory(
+        "--initial-state",
+        str(INITIAL_STATE),
+        "--demo-dir",
+        str(DIST),
+        store=f"sqlite:///{tmp_path}/d.db",
+    )
+    alice = open_demo(server, user=1)
+    bob = open_demo(server, user=2)
+    assert server.proc is not None
+
+    # The server crashes with a change in flight: sent by Alice, never answered.
+    server.proc.send_signal(signal.SIGSTOP)
+    add_gift(alice, "In flight")
+    server.kill()
+    for page in (alice, bob):
+        expect(page.get_by_test_id("status")).to_have_text("offline")
+    # Edits made while it is down.
+    add_gift(alice, "Offline kite")
+    gift(alice, CIRCLE).get_by_test_id("toggle-reservation").click()
+    add_gift(bob, "Offline book")
+
+    server.start()
+    for page in (alice, bob):
+        expect(page.get_by_test_id("status")).to_have_text("synced", timeout=RECONNECT_TIMEOUT_MS)
+    state = assert_converged(server, alice, bob)
+    descriptions = [item["description"] for item in state["gifts"]]
+    for added in ("In flight", "Offline kite", "Offline book"):
+        assert descriptions.count(added) == 1, descriptions
+    assert (CIRCLE, "1") in expected_gifts(state)
+
+
+def test_simultaneous_edits_of_one_gift(demo_server: ServerProcess, open_demo: OpenDemo) -> None:
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    assert demo_server.proc is not None
+
+    # Freeze the server so that both edits are made against the same version and reach it
+    # together: one of each pair is committed first and the other is rebased or retried.
+    demo_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        for page in (alice, bob):
+            gift(page, CIRCLE).get_by_test_id("toggle-reservation").click()
+        add_gift(alice, "Alice's gift")
+        add_gift(bob, "Bob's gift")
+    finally:
+        demo_server.proc.send_signal(signal.SIGCONT)
+
+    state = assert_converged(demo_server, alice, bob)
+    descriptions = [item["description"] for item in state["gifts"]]
+    assert descriptions.count("Alice's gift") == descriptions.count("Bob's gift") == 1
+    circle = next(item for item in state["gifts"] if item["description"] == CIRCLE)
+    assert circle.get("reservedBy") in (1, 2)
+
+
+def test_server_that_lost_its_data(demo_server: ServerProcess, open_demo: OpenDemo) -> None:
+    """A memory store restarts empty under a new epoch: pages take its snapshot and re-apply
+    the edits they made while it was down on top of it."""
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    add_gift(alice, "Forgotten")
+    assert_converged(demo_server, alice, bob)
+
+    demo_server.stop()
+    expect(bob.get_by_test_id("status")).to_have_text("offline")
+    add_gift(bob, "Made offline")
+    demo_server.start()
+
+    for page in (alice, bob):
+        expect(page.get_by_test_id("status")).to_have_text("synced", timeout=RECONNECT_TIMEOUT_MS)
+    state = assert_converged(demo_server, alice, bob)
+    descriptions = [item["description"] for item in state["gifts"]]
+    assert "Forgotten" not in descriptions
+    assert descriptions.count("Made offline") == 1
