@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/patches", http.get_patches, methods=["GET"]),
         Route("/docs/{doc}/patches", http.get_patches, methods=["GET"]),
         Route("/health", http.health, methods=["GET"]),
+        Route("/metrics", http.metrics, methods=["GET"]),
     ]
     demo = Path(settings.demo_dir) if settings.demo_dir else None
     if demo is not None and (demo / "index.html").is_file():

@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 import uvicorn
 
+from .access import Tokens
 from .app import create_app
 from .config import DEFAULT_STORE, Limits, Settings
+from .schema import SchemaRule
 
 ENV_PREFIX = "IMMER_SERVER_"
 _LIMITS = Limits()
@@ -24,6 +26,11 @@ DEFAULT_DEMO = Path(__file__).resolve().parent.parent / "client_demo" / "dist"
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _env_list(name: str) -> list[str]:
+    raw = _env(name, "")
+    return [item for item in raw.split(",") if item] if raw else []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-key-bytes", type=int,
                    default=int(_env("max_key_bytes", _LIMITS.max_key_bytes)),
                    help="longest object key or path segment (default 1024)")
+    p.add_argument("--max-document-bytes", type=int,
+                   default=int(_env("max_document_bytes", _LIMITS.max_document_bytes)),
+                   help="largest document after a batch (default 16 MiB; over it: too_large)")
+    p.add_argument("--max-queue-messages", type=int,
+                   default=int(_env("max_queue_messages", 10_000)),
+                   help="outbound queue bound per connection; over it: close 1013")
+    p.add_argument("--max-queue-bytes", type=int, default=int(_env("max_queue_bytes", 16 << 20)),
+                   help="outbound queue bound in bytes per connection (default 16 MiB)")
+    p.add_argument("--rate", type=float, default=float(_env("rate", 100)),
+                   help="batches per second per connection, sustained (default 100; 0: off)")
+    p.add_argument("--burst", type=float, default=float(_env("burst", 200)),
+                   help="batches per connection allowed in a burst (default 200)")
+    p.add_argument("--allow-origin", action="append", default=_env_list("allow_origin"),
+                   metavar="ORIGIN", help="an origin (e.g. https://app.example.com) allowed to "
+                   "open WebSockets besides the server's own; repeatable; * allows any")
+    p.add_argument("--auth", type=Path, default=_env("auth", None), metavar="FILE",
+                   help="JSON or TOML map of token -> {docs: glob(s), role: read|write}; "
+                   "without it the server is open to anyone who can reach it")
+    p.add_argument("--schema", action="append", default=_env_list("schema"),
+                   metavar="DOC_GLOB=FILE.json",
+                   help="validate documents matching the glob against a JSON Schema; repeatable")
     p.add_argument("--log-level", default=_env("log_level", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -78,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_depth=args.max_depth,
         max_string_bytes=args.max_string_bytes,
         max_key_bytes=args.max_key_bytes,
+        max_document_bytes=args.max_document_bytes,
     )
     return Settings(
         store_url=args.store,
@@ -87,6 +116,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         retain_versions=args.retain_versions,
         max_base_lag=args.max_base_lag,
         idle_seconds=args.idle_seconds,
+        max_queue_messages=args.max_queue_messages,
+        max_queue_bytes=args.max_queue_bytes,
+        rate=args.rate,
+        burst=args.burst,
+        allow_origins=tuple(o.rstrip("/") for o in args.allow_origin),
+        tokens=Tokens.load(args.auth) if args.auth else None,
+        schemas=tuple(SchemaRule.parse(spec) for spec in args.schema),
         demo_dir=str(args.demo_dir) if args.demo_dir else None,
     )
 
@@ -112,6 +148,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except (OSError, orjson.JSONDecodeError) as exc:
-        sys.exit(f"--initial-state: {exc}")
+    except (OSError, ValueError) as exc:  # unreadable or malformed file named by a flag
+        sys.exit(f"error: {exc}")
     run(settings, args.host, args.port, args.log_level)

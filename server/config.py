@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .access import Tokens
+    from .schema import SchemaRule
 
 DOC_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
@@ -21,6 +25,7 @@ class Limits:
     max_depth: int = 64
     max_string_bytes: int = 1 << 20
     max_key_bytes: int = 1024
+    max_document_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +46,11 @@ class Settings:
     # per-connection outbound queue bounds; over them the client is closed with 1013
     max_queue_messages: int = 10_000
     max_queue_bytes: int = 16 << 20
+    # per-connection token bucket: sustained batches per second and burst (0: no limit)
+    rate: float = 100.0
+    burst: float = 200.0
+    # origins allowed to open WebSockets besides the server's own ("*": any)
+    allow_origins: tuple[str, ...] = ()
+    tokens: Tokens | None = None
+    schemas: tuple[SchemaRule, ...] = ()
     demo_dir: str | None = None

@@ -11,13 +11,13 @@ strings for object keys, only add/remove/replace) for Immer clients.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from .errors import Conflict, InvalidInput
+from .errors import Conflict, InvalidInput, TooLarge
 from .patches import MISSING, Op, Segment, to_pointer
 
 Tokens = tuple[str, ...]
@@ -58,6 +58,18 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _size(value: Any) -> int:
+    """Serialized size of a JSON value, in bytes."""
+    if value is None or isinstance(value, bool):
+        return 4 if value is not False else 5
+    return len(orjson.dumps(value))
+
+
+def _member_size(key: str, value_size: int) -> int:
+    """An object member: its key, the colon, the value and a comma."""
+    return len(orjson.dumps(key)) + 2 + value_size
+
+
 def _index(seg: Segment) -> int | None:
     if isinstance(seg, int):
         return seg
@@ -69,12 +81,13 @@ def _index(seg: Segment) -> int | None:
 class _Batch:
     """One application in progress: the undo journal and the outputs."""
 
-    __slots__ = ("doc", "journal", "out")
+    __slots__ = ("delta", "doc", "journal", "out")
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.journal: list[tuple[Any, ...]] = []
         self.out = Applied()
+        self.delta = 0  # change of the serialized size, in bytes (see Document.size)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -129,6 +142,7 @@ class _Batch:
 
     def set_root(self, value: Any, shown: Any) -> None:
         self.journal.append(("root", self.doc.state))
+        self.delta += _size(value) - _size(self.doc.state)
         self.doc.state = value
         self.emit("replace", [], shown)
 
@@ -137,28 +151,38 @@ class _Batch:
         old = parent.get(key, MISSING)
         self.journal.append(("dset", parent, key, old))
         parent[key] = value
+        if old is MISSING:
+            self.delta += _member_size(key, _size(value))
+        else:
+            self.delta += _size(value) - _size(old)
         self.emit("add" if old is MISSING else "replace", [*typed, key], shown)
 
     def dict_del(self, parent: dict[str, Any], typed: list[Segment], key: str) -> None:
-        self.journal.append(("dset", parent, key, parent.pop(key)))
+        old = parent.pop(key)
+        self.journal.append(("dset", parent, key, old))
+        self.delta -= _member_size(key, _size(old))
         self.emit("remove", [*typed, key])
 
     def list_insert(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
                     shown: Any) -> None:
         parent.insert(idx, value)
         self.journal.append(("lins", parent, idx))
+        self.delta += _size(value) + 1
         self.emit("add", [*typed, idx], shown)
         self.out.shifted.append((tuple(str(s) for s in typed), idx))
 
     def list_set(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
                  shown: Any) -> None:
-        self.journal.append(("lset", parent, idx, parent[idx]))
+        old = parent[idx]
+        self.journal.append(("lset", parent, idx, old))
         parent[idx] = value
+        self.delta += _size(value) - _size(old)
         self.emit("replace", [*typed, idx], shown)
 
     def list_pop(self, parent: list[Any], typed: list[Segment], idx: int) -> Any:
         old = parent.pop(idx)
         self.journal.append(("lpop", parent, idx, old))
+        self.delta -= _size(old) + 1
         self.emit("remove", [*typed, idx])
         self.out.shifted.append((tuple(str(s) for s in typed), idx))
         return old
@@ -283,23 +307,34 @@ class _Batch:
             raise Conflict(f"path {to_pointer(op.path)!r} goes through a scalar")
 
 
-class Document:
-    """A JSON value with a version; every non-empty applied batch adds exactly 1."""
+Check = Callable[[Any], None]
 
-    def __init__(self, state: Any, version: int = 0, max_base_lag: int = 1000) -> None:
+
+class Document:
+    """A JSON value with a version; every non-empty applied batch adds exactly 1.
+
+    ``size`` tracks the serialized size in bytes, exact at construction and kept within a few
+    bytes per change by each batch (commas are approximated); ``max_bytes`` bounds it.
+    """
+
+    def __init__(self, state: Any, version: int = 0, max_base_lag: int = 1000,
+                 max_bytes: int | None = None) -> None:
         self.state = state
         self.version = version
         self.max_base_lag = max_base_lag
+        self.max_bytes = max_bytes
+        self.size = _size(state)
         # (version, touched, shifted) of the recent batches, for the stale-base rule
         self._history: deque[tuple[int, list[Tokens], list[tuple[Tokens, int]]]] = deque(
             maxlen=max_base_lag
         )
 
-    def apply(self, ops: list[Op], base: int | None = None) -> Applied:
+    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None) -> Applied:
         """Apply ``ops`` atomically or raise, leaving the state untouched.
 
-        Returns the applied batch; when it changed nothing (``Applied.empty``) the version
-        stays the same.
+        ``check`` sees the resulting state before the batch is kept and may raise to refuse it
+        (schema validation). Returns the applied batch; when it changed nothing
+        (``Applied.empty``) the version stays the same.
         """
         if base is not None:
             self.check_base(ops, base)
@@ -307,11 +342,16 @@ class Document:
         try:
             for op in ops:
                 batch.apply(op)
+            if self.max_bytes is not None and self.size + batch.delta > self.max_bytes:
+                raise TooLarge(f"the document would exceed {self.max_bytes} bytes")
+            if check is not None and not batch.out.empty:
+                check(self.state)
         except BaseException:
             batch.rollback()
             raise
         out = batch.out
         if not out.empty:
+            self.size += batch.delta
             self.version += 1
             self._history.append((self.version, out.touched, out.shifted))
         return out

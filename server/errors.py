@@ -8,6 +8,8 @@ their meaning; HTTP statuses and WebSocket close codes are derived from this mod
     ├── Forbidden                code ``forbidden``: reserved key, or a role that may not write
     ├── Conflict                 code ``conflict``: does not apply to the current document
     ├── TooLarge                 code ``too_large``: over a configured limit
+    ├── RateLimited              code ``rate_limited``: over the connection's rate; retry later
+    ├── Unauthorized             code ``unauthorized``: no token, or an unknown one
     └── StoreUnavailable         code ``unavailable``: the store failed; nothing was acknowledged
 """
 
@@ -61,10 +63,12 @@ class ServerError(Exception):
 
     code: ErrorCode = ErrorCode.INVALID
 
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+    def __init__(self, message: str, code: ErrorCode | None = None,
+                 **details: object) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.details = details  # extra members of the error object, e.g. retry_after
 
     @property
     def message(self) -> str:
@@ -74,8 +78,8 @@ class ServerError(Exception):
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code.value, "message": self.message}
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code.value, "message": self.message, **self.details}
 
 
 class InvalidInput(ServerError):
@@ -92,6 +96,14 @@ class Conflict(ServerError):
 
 class TooLarge(ServerError):
     code = ErrorCode.TOO_LARGE
+
+
+class RateLimited(ServerError):
+    code = ErrorCode.RATE_LIMITED
+
+
+class Unauthorized(ServerError):
+    code = ErrorCode.UNAUTHORIZED
 
 
 class StoreUnavailable(ServerError):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .access import Role
 from .config import DEFAULT_DOC, DOC_ID_RE
-from .errors import ErrorCode, InvalidInput, ServerError, TooLarge
+from .errors import ErrorCode, Forbidden, InvalidInput, ServerError, TooLarge
 from .hub import Hub, Session
 from .messages import FORMATS, PatchRequest
 from .protocol import loads, parse_ops
@@ -53,9 +55,16 @@ def _version_param(request: Request, name: str) -> int | None:
     return int(raw)
 
 
-async def _session(request: Request) -> Session:
+async def _session(request: Request, write: bool = False) -> Session:
+    """The document's session, once the bearer token (when ``--auth`` is on) allows it."""
     hub: Hub = request.app.state.hub
-    return await hub.session(_doc_id(request))
+    doc = _doc_id(request)
+    if hub.settings.tokens is not None:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        if hub.settings.tokens.role(token, doc) is not Role.WRITE and write:
+            raise Forbidden("this token is read-only")
+    return await hub.session(doc)
 
 
 async def get_state(request: Request) -> Response:
@@ -91,7 +100,7 @@ async def patch_state(request: Request) -> Response:
         body = await request.body()
         if len(body) > limit:
             raise TooLarge(f"body larger than {limit} bytes")
-        session = await _session(request)
+        session = await _session(request, write=True)
         ops = parse_ops(loads(body), "immer" if content_type == JSON else "json-patch",
                         hub.settings.limits)
         base = None
@@ -105,6 +114,7 @@ async def patch_state(request: Request) -> Response:
             base = current
         version = await session.submit(PatchRequest(None, ops, base))
     except ServerError as exc:
+        hub.metrics.rejected.labels(exc.code.value).inc()
         return error_response(exc)
     return Response(orjson.dumps({"version": version}), media_type=JSON,
                     headers={"ETag": _etag(version)})
@@ -147,3 +157,8 @@ async def health(request: Request) -> Response:
     body = {"status": "ok", "store": "ok", "epoch": hub.store.epoch,
             "documents": len(hub.sessions)}
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+async def metrics(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    return Response(hub.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -35,9 +35,10 @@ class PatchRequest:
 # -- server -> client (documented shapes) -------------------------------------------------------
 
 
-class ErrorBody(TypedDict):
+class ErrorBody(TypedDict, total=False):
     code: str
     message: str
+    retry_after: float  # rate_limited: seconds after which a batch will be accepted
 
 
 class SnapshotMessage(TypedDict):
@@ -105,16 +106,13 @@ def encode_reject(msg_id: MessageId | None, version: int, error: ServerError) ->
         "type": "reject",
         "id": msg_id,
         "version": version,
-        "error": {"code": error.code.value, "message": error.message},
+        "error": error.as_dict(),  # type: ignore[typeddict-item]
     }
     return orjson.dumps(message).decode()
 
 
 def encode_error(error: ServerError) -> str:
-    message: ErrorMessage = {
-        "type": "error",
-        "error": {"code": error.code.value, "message": error.message},
-    }
+    message: ErrorMessage = {"type": "error", "error": error.as_dict()}  # type: ignore[typeddict-item]
     return orjson.dumps(message).decode()
 
 

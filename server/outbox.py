@@ -17,7 +17,6 @@ from .errors import CloseCode
 from .messages import coalesce, coalesce_bare
 
 SendText = Callable[[str], Awaitable[None]]
-Close = Callable[[int, str], Awaitable[None]]
 
 # at most this many characters go into one coalesced frame (a single larger message still goes)
 MAX_COALESCED = 1 << 20
@@ -27,14 +26,12 @@ class Outbox:
     def __init__(
         self,
         send_text: SendText,
-        close: Close,
         *,
         lesson: bool = False,
         max_messages: int = 10_000,
         max_bytes: int = 16 << 20,
     ) -> None:
         self._send_text = send_text
-        self._close = close
         self.lesson = lesson
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -42,9 +39,11 @@ class Outbox:
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self.closed = False
+        self.done = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
         self.sent_frames = 0
+        self.sent_bytes = 0
 
     @property
     def depth(self) -> int:
@@ -61,8 +60,9 @@ class Outbox:
             return
         self._wakeup.set()
 
-    def shutdown(self, code: int, reason: str) -> None:
-        """Drop what is queued and close the connection with ``code`` (from any context)."""
+    def shutdown(self, code: int | None, reason: str = "") -> None:
+        """Drop what is queued and stop; ``code`` (if any) is the close code the connection
+        should be closed with. Safe from any context; the first call wins."""
         if self.closed:
             return
         self.closed = True
@@ -70,6 +70,7 @@ class Outbox:
         self._queue.clear()
         self._bytes = 0
         self._wakeup.set()
+        self.done.set()
 
     def _take(self) -> str:
         frames = [self._queue.popleft()]
@@ -82,14 +83,13 @@ class Outbox:
         return coalesce_bare(frames) if self.lesson else coalesce(frames)
 
     async def run(self) -> None:
-        """Send until shut down; then close the socket with the recorded code."""
-        while True:
+        """Send what is queued, coalesced, until shut down. Closing the socket is the caller's
+        job: it waits on ``done`` and may cancel this task if a send is stuck."""
+        while not self.closed:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue and not self.closed:
-                await self._send_text(self._take())
+                frame = self._take()
+                await self._send_text(frame)
                 self.sent_frames += 1
-            if self.closed:
-                if self.close_code is not None:
-                    await self._close(self.close_code, self.close_reason)
-                return
+                self.sent_bytes += len(frame)

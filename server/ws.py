@@ -1,40 +1,61 @@
 """WebSocket endpoints: protocol 1 (``/ws``, ``/ws/{doc}``) and lesson mode (``/``).
 
-Thin: read a frame, hand it to :mod:`server.protocol`, hand the request to the document's
-session; everything sent goes through the connection's :class:`~server.outbox.Outbox`.
+Thin: check who is connecting, read frames, hand each to :mod:`server.protocol` and the request
+to the document's :class:`~server.hub.Session`. Everything sent goes through the connection's
+:class:`~server.outbox.Outbox`, drained by its own task; when the outbox is shut down (slow
+consumer, store failure) the connection is closed with the code it recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .config import CLIENT_ID_RE, DEFAULT_DOC, DOC_ID_RE, Limits
-from .errors import CloseCode, InvalidInput, ServerError
+from .access import Role, origin_allowed
+from .config import CLIENT_ID_RE, DEFAULT_DOC, DOC_ID_RE
+from .errors import CloseCode, Forbidden, InvalidInput, RateLimited, ServerError
 from .hub import Hub, Session, Subscriber
 from .messages import FORMATS, Format, encode_error
 from .outbox import Outbox
 from .protocol import RejectedRequest, parse_frame, parse_lesson_frame
+from .ratelimit import TokenBucket
 
-log = logging.getLogger("server.ws")
+logger = logging.getLogger("server.ws")
+_ids = itertools.count(1)
+BEARER_PREFIX = "bearer."
+
+
+class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Every line about a connection carries its id, document and client."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        return f"conn={extra['conn']} doc={extra['doc']} client={extra['client']} {msg}", kwargs
 
 
 class _Params:
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, lesson: bool) -> None:
         query = websocket.query_params
-        self.doc = websocket.path_params.get("doc", DEFAULT_DOC)
+        self.doc = DEFAULT_DOC if lesson else websocket.path_params.get("doc", DEFAULT_DOC)
+        self.subprotocol: str | None = None
+        self.token = query.get("token") or None
+        for offered in websocket.scope.get("subprotocols", []):
+            if offered.startswith(BEARER_PREFIX):
+                self.token, self.subprotocol = offered[len(BEARER_PREFIX):], offered
         if not DOC_ID_RE.match(self.doc):
             raise InvalidInput("document id must be 1-128 characters of [A-Za-z0-9._-]")
-        fmt = query.get("format", "immer")
+        fmt = "immer" if lesson else query.get("format", "immer")
         if fmt not in FORMATS:
             raise InvalidInput("format must be immer or json-patch")
         self.fmt: Format = "immer" if fmt == "immer" else "json-patch"
-        self.since = _int_param(query.get("since"), "since")
-        self.epoch = query.get("epoch") or None
-        self.client = query.get("client") or None
+        self.since = None if lesson else _int_param(query.get("since"), "since")
+        self.epoch = None if lesson else (query.get("epoch") or None)
+        self.client = None if lesson else (query.get("client") or None)
         if self.client is not None and not CLIENT_ID_RE.match(self.client):
             raise InvalidInput("client must be 1-128 characters of [A-Za-z0-9._:-]")
 
@@ -47,48 +68,110 @@ def _int_param(raw: str | None, name: str) -> int | None:
     return int(raw)
 
 
-def _make_outbox(websocket: WebSocket, hub: Hub, lesson: bool) -> Outbox:
-    async def close(code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await websocket.close(code, reason)
-
-    return Outbox(websocket.send_text, close, lesson=lesson,
-                  max_messages=hub.settings.max_queue_messages,
-                  max_bytes=hub.settings.max_queue_bytes)
-
-
-async def _serve(websocket: WebSocket, session: Session, sub: Subscriber,
-                 since: int | None, epoch: str | None) -> None:
-    sender = asyncio.create_task(sub.outbox.run())
-    limits = session.settings.limits
+async def endpoint(websocket: WebSocket, lesson: bool) -> None:
+    hub: Hub = websocket.app.state.hub
+    settings = hub.settings
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
+                          settings.allow_origins):
+        logger.warning("refused upgrade from origin %s", websocket.headers.get("origin"))
+        await websocket.close(CloseCode.POLICY_VIOLATION)  # before accept: HTTP 403
+        return
     try:
-        await session.join(sub, since, epoch)
-        while not sub.outbox.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            if text is None:
-                if sub.lesson:
-                    sub.outbox.put(session.lesson_snapshot())
-                else:
-                    sub.outbox.put(encode_error(InvalidInput("frames must be JSON text")))
-                continue
-            _handle(session, sub, text, limits)
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    except ServerError as exc:  # the document could not be loaded or the store failed
-        sub.outbox.put(encode_error(exc))
-        sub.outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
+        params = _Params(websocket, lesson)
+    except ServerError as exc:
+        await websocket.accept()
+        await _refuse(websocket, exc)
+        return
+    await websocket.accept(subprotocol=params.subprotocol)
+    role = Role.WRITE
+    try:
+        if settings.tokens is not None:
+            role = settings.tokens.role(params.token, params.doc)
+        session = await hub.session(params.doc)
+    except ServerError as exc:
+        await _refuse(websocket, exc)
+        return
+    log = ConnectionLog(logger, {"conn": next(_ids), "doc": params.doc,
+                                 "client": params.client or "-"})
+    outbox = Outbox(websocket.send_text, lesson=lesson,
+                    max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes)
+    sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ)
+    bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None
+    mode = "lesson" if lesson else "protocol"
+    hub.metrics.connections.labels(mode).inc()
+    log.info("connected mode=%s format=%s role=%s since=%s", mode, params.fmt, role.value,
+             params.since)
+    try:
+        await _serve(websocket, session, sub, params, bucket, log)
+    finally:
+        hub.metrics.connections.labels(mode).dec()
+        hub.metrics.bytes_out.inc(outbox.sent_bytes)
+
+
+async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
+    code = CloseCode.INTERNAL_ERROR if exc.http_status >= 500 else CloseCode.POLICY_VIOLATION
+    with contextlib.suppress(Exception):
+        await websocket.send_text(encode_error(exc))
+        await websocket.close(code, exc.message[:120])
+
+
+async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params: _Params,
+                 bucket: TokenBucket | None, log: ConnectionLog) -> None:
+    outbox = sub.outbox
+    sender = asyncio.create_task(outbox.run())
+    receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
+    closed = asyncio.create_task(outbox.done.wait())
+    try:
+        await session.join(sub, params.since, params.epoch)
+        await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
+    except ServerError as exc:  # the store failed while catching up
+        outbox.put(encode_error(exc))
+        outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
         session.leave(sub)
-        sub.outbox.shutdown(CloseCode.NORMAL, "")
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(sender, timeout=5)
-        sender.cancel()
+        receiver.cancel()
+        closed.cancel()
+        code = outbox.close_code
+        if code is None:  # the client went away, or the sender failed: nothing more to send
+            outbox.shutdown(None)
+            sender.cancel()
+            log.info("disconnected frames_sent=%d", outbox.sent_frames)
+        else:
+            sender.cancel()  # it may be stuck sending to a client that does not read
+            if code == CloseCode.TRY_AGAIN_LATER:
+                session.metrics.slow_disconnects.inc()
+            log.warning("closing code=%d reason=%s", code, outbox.close_reason)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(code, outbox.close_reason), timeout=2)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
 
 
-def _handle(session: Session, sub: Subscriber, text: str, limits: Limits) -> None:
+async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
+                   bucket: TokenBucket | None) -> None:
+    metrics = session.metrics
+    while True:
+        try:
+            message = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            metrics.bytes_in.inc(len(message.get("bytes") or b""))
+            metrics.frame_errors.inc()
+            if sub.lesson:
+                sub.outbox.put(session.lesson_snapshot())
+            else:
+                sub.outbox.put(encode_error(InvalidInput("frames must be JSON text")))
+            continue
+        metrics.bytes_in.inc(len(text))
+        _handle(session, sub, text, bucket)
+
+
+def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | None) -> None:
+    limits = session.settings.limits
     try:
         if sub.lesson:
             request = parse_lesson_frame(text, limits)
@@ -101,7 +184,17 @@ def _handle(session: Session, sub: Subscriber, text: str, limits: Limits) -> Non
         if sub.lesson:
             session.reject(sub, None, exc)
         else:
+            session.metrics.frame_errors.inc()
             sub.outbox.put(encode_error(exc))
+        return
+    if bucket is not None:
+        wait = bucket.take()
+        if wait > 0:
+            session.reject(sub, request.id, RateLimited(
+                "too many batches: slow down", retry_after=round(wait, 3)))
+            return
+    if sub.read_only:
+        session.reject(sub, request.id, Forbidden("this connection is read-only"))
         return
     try:
         session.submit(request, sub, sub.client)
@@ -110,23 +203,9 @@ def _handle(session: Session, sub: Subscriber, text: str, limits: Limits) -> Non
 
 
 async def protocol_endpoint(websocket: WebSocket) -> None:
-    hub: Hub = websocket.app.state.hub
-    await websocket.accept()
-    try:
-        params = _Params(websocket)
-        session = await hub.session(params.doc)
-    except ServerError as exc:
-        await websocket.send_text(encode_error(exc))
-        await websocket.close(CloseCode.POLICY_VIOLATION, exc.message[:120])
-        return
-    sub = Subscriber(_make_outbox(websocket, hub, False), params.fmt, False, params.client)
-    await _serve(websocket, session, sub, params.since, params.epoch)
+    await endpoint(websocket, lesson=False)
 
 
 async def lesson_endpoint(websocket: WebSocket) -> None:
     """The Immer course lesson's client: bare arrays of Immer patches on ``/``."""
-    hub: Hub = websocket.app.state.hub
-    await websocket.accept()
-    session = await hub.session(DEFAULT_DOC)
-    sub = Subscriber(_make_outbox(websocket, hub, True), "immer", True, None)
-    await _serve(websocket, session, sub, None, None)
+    await endpoint(websocket, lesson=True)

@@ -143,7 +143,8 @@ def test_sigkill_loses_no_acknowledged_batch_and_resend_is_exactly_once(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     rng = random.Random(7)
-    server = server_factory("--retain-versions", "100000", store=sqlite_url(tmp_path))
+    server = server_factory("--retain-versions", "100000", "--rate", "0",
+                            store=sqlite_url(tmp_path))
     doc, clients, per_client = "crash", 3, 400
     httpx.patch(f"{server.url}/docs/{doc}/state", json=[{"op": "add", "path": ["items"],
                                                          "value": []}])
@@ -182,7 +183,7 @@ def test_sigkill_loses_no_acknowledged_batch_and_resend_is_exactly_once(
 def test_compaction_keeps_a_bounded_log_and_serves_snapshot_plus_tail(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
-    server = server_factory("--snapshot-every", "10", "--retain-versions", "50",
+    server = server_factory("--snapshot-every", "10", "--retain-versions", "50", "--rate", "0",
                             store=sqlite_url(tmp_path))
     states: dict[int, Any] = {}
     with joined(server, "/ws/c") as w:
