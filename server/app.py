@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             evictions.cancel()
-            await hub.drain()
+            await hub.close()
             await store.close()
 
     return Starlette(routes=routes, lifespan=lifespan)

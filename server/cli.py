@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ops", type=int, default=int(_env("max_ops", _LIMITS.max_ops)),
                    help="operations per batch (default 10000)")
     p.add_argument("--max-depth", type=int, default=int(_env("max_depth", _LIMITS.max_depth)),
-                   help="nesting depth of values and paths (default 64)")
+                   choices=range(1, 201), metavar="1..200",
+                   help="nesting depth of the document, paths and values (default 64)")
     p.add_argument("--max-string-bytes", type=int,
                    default=int(_env("max_string_bytes", _LIMITS.max_string_bytes)),
                    help="longest string value (default 1 MiB)")

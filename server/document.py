@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .errors import Conflict, InvalidInput, TooLarge
-from .patches import MISSING, Op, Segment, to_pointer
+from .patches import MISSING, Op, Segment, depth_of, to_pointer
 
 Tokens = tuple[str, ...]
 
@@ -32,6 +32,9 @@ class Applied:
     # paths written (as pointer tokens), and (array path, index) of inserts and removals
     touched: list[Tokens] = field(default_factory=list)
     shifted: list[tuple[Tokens, int]] = field(default_factory=list)
+    # what Document.revert needs to take the batch back (while it is the newest one)
+    journal: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    delta: int = 0
 
     @property
     def empty(self) -> bool:
@@ -158,8 +161,11 @@ class _Batch:
         self.emit("add" if old is MISSING else "replace", [*typed, key], shown)
 
     def dict_del(self, parent: dict[str, Any], typed: list[Segment], key: str) -> None:
+        # a rollback must put the member back where it was: remember its position, unless it
+        # is the last member (the common case, O(1)); finding it costs the size of this object
+        position = None if next(reversed(parent)) == key else list(parent).index(key)
         old = parent.pop(key)
-        self.journal.append(("dset", parent, key, old))
+        self.journal.append(("ddel", parent, key, old, position))
         self.delta -= _member_size(key, _size(old))
         self.emit("remove", [*typed, key])
 
@@ -198,6 +204,15 @@ class _Batch:
                     del parent[key]
                 else:
                     parent[key] = old
+            elif kind == "ddel":
+                _, parent, key, old, position = entry
+                if position is None:
+                    parent[key] = old
+                else:
+                    items = list(parent.items())
+                    items.insert(position, (key, old))
+                    parent.clear()
+                    parent.update(items)
             elif kind == "lins":
                 del entry[1][entry[2]]
             elif kind == "lset":
@@ -285,9 +300,13 @@ class _Batch:
                 self.get(source)  # must exist; moving onto itself changes nothing
                 return
             value = self.get(source)
+            if len(op.path) + depth_of(value) > self.doc.max_depth:
+                raise TooLarge(f"the document would nest deeper than {self.doc.max_depth} levels")
             self.apply(Op("remove", source, immer=False))
         else:
             value = own(self.get(source))
+        if len(op.path) + depth_of(value) > self.doc.max_depth:
+            raise TooLarge(f"the document would nest deeper than {self.doc.max_depth} levels")
         target = Op("add", op.path, value, immer=False)
         # the emitted value must not alias the document, which later operations may change
         if not op.path:
@@ -318,11 +337,12 @@ class Document:
     """
 
     def __init__(self, state: Any, version: int = 0, max_base_lag: int = 1000,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, max_depth: int = 64) -> None:
         self.state = state
         self.version = version
         self.max_base_lag = max_base_lag
         self.max_bytes = max_bytes
+        self.max_depth = max_depth  # move and copy may not nest the document deeper
         self.size = _size(state)
         # (version, touched, shifted) of the recent batches, for the stale-base rule
         self._history: deque[tuple[int, list[Tokens], list[tuple[Tokens, int]]]] = deque(
@@ -351,10 +371,21 @@ class Document:
             raise
         out = batch.out
         if not out.empty:
+            out.journal, out.delta = batch.journal, batch.delta
             self.size += batch.delta
             self.version += 1
             self._history.append((self.version, out.touched, out.shifted))
         return out
+
+    def revert(self, applied: Applied) -> None:
+        """Take back ``applied``, which must be the newest batch applied (a commit that lost a
+        race in a shared store). The state is exactly as before it."""
+        batch = _Batch(self)
+        batch.journal = applied.journal
+        batch.rollback()
+        self.size -= applied.delta
+        self.version -= 1
+        self._history.pop()
 
     def record(self, applied: Applied) -> None:
         """Account for a batch applied elsewhere (replayed from a log) in the base history."""

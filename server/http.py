@@ -71,7 +71,7 @@ async def get_state(request: Request) -> Response:
     try:
         session = await _session(request)
         at = _version_param(request, "version")
-        if at is not None and at != session.document.version:
+        if at is not None and at != session.published:
             body = await session.read_state_at(at)
             return Response(body, media_type=JSON, headers={"ETag": _etag(at)})
         version, body = await session.read_state()
@@ -106,7 +106,7 @@ async def patch_state(request: Request) -> Response:
         base = None
         if_match = request.headers.get("if-match")
         if if_match is not None and if_match.strip() != "*":
-            current = session.document.version
+            current = session.published
             if _etag(current) not in _etag_versions(if_match):
                 raise ServerError(
                     f"the document is at version {current}", ErrorCode.PRECONDITION_FAILED

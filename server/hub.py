@@ -1,12 +1,17 @@
-"""Per-document sessions: apply, commit through the store, publish in version order.
+"""Per-document sessions: the single writer of a document in this process.
 
-The path of a batch: :meth:`Session.submit` applies it to the in-memory :class:`Document` at
-once (so the next batch validates against it), hands the log entry to the store and queues a
-*publication* behind the commits already in flight. Publications run strictly in order, each
-only when everything before it is durable: the ack to the sender and the ``patch`` message to
-every other subscriber (serialized once per format, enqueued per client without awaiting). A
-newcomer's catch-up, a reject and an HTTP read are queued the same way, so nobody ever sees a
-version that is not committed, and every connection sees versions in order with no gaps.
+Each :class:`Session` owns its :class:`Document` through one task, the *writer loop*. Batches
+submitted by connections or HTTP are queued (:meth:`Session.submit` never blocks); the loop takes
+everything queued, applies it to the document (each batch validates against the ones before it),
+commits the whole round through the store (one group commit), and then publishes the round in
+version order: the ack to each sender, the ``patch`` message to every other subscriber
+(serialized once per format, enqueued per client without awaiting), rejects after the versions
+they were checked against. Between rounds the document holds exactly the committed state, so
+joins and reads, queued the same way, only ever see durable versions.
+
+With a shared store (several server processes), a round first catches up with the versions
+other processes committed; a commit that lost the race is taken back (:meth:`Document.revert`)
+and its batches go through the loop again against the new head.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from .config import Limits, Settings
-from .document import Document
+from .document import Applied, Document
 from .errors import CloseCode, ErrorCode, ServerError, StoreUnavailable
 from .messages import (
     Format,
@@ -40,16 +45,18 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .patches import parse_json_patch
 from .schema import checker
-from .store import LogEntry, Store
+from .store import Duplicate, LogEntry, Store
 
 log = logging.getLogger("server.hub")
 
 # replaying our own log needs no input limits: it was validated when it was accepted
-_REPLAY_LIMITS = Limits(10**12, 10**12, 10**6, 10**12, 10**12)
+_REPLAY_LIMITS = Limits(10**12, 10**12, 10**6, 10**12, 10**12, 10**15)
 # the byte rule for snapshots applies only after this many versions, so a tiny document with
 # large patches is not snapshotted on every version
 _MIN_SNAPSHOT_GAP = 8
 _RECENT_MAX_BYTES = 32 << 20
+# the most batches one round applies and commits together
+_MAX_ROUND = 1024
 
 
 @dataclass(slots=True)
@@ -92,12 +99,19 @@ class Subscriber:
 
 
 @dataclass(slots=True)
-class _Step:
-    """A publication waiting for the commits queued before it."""
+class _Submit:
+    request: PatchRequest
+    origin: Subscriber | None
+    client: str | None
+    result: asyncio.Future[int]
+    started: float
 
-    future: asyncio.Future[Any] | None
-    action: Callable[[], None]
-    result: asyncio.Future[int] | None = None
+
+@dataclass(slots=True)
+class _Task:
+    """Work that needs the committed state (a join, a read): runs between rounds."""
+
+    run: Callable[[], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -106,8 +120,20 @@ class _Snapshot:
     state_json: str
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A batch applied in this round, waiting for its commit."""
+
+    item: _Submit
+    applied: Applied
+    entry: LogEntry
+    record: Record
+    key: tuple[str, str] | None
+    snapshot: bytes | None = None  # the state at this version, when a snapshot is due
+
+
 class Session:
-    """One document in memory: its state, its subscribers and its publication pipeline."""
+    """One document in memory: its state, its subscribers and its writer loop."""
 
     def __init__(self, hub: Hub, doc_id: str, document: Document, *, stored: bool,
                  floor: int, snapshot: _Snapshot, dedupe: list[tuple[str, str, int]]) -> None:
@@ -116,214 +142,336 @@ class Session:
         self.document = document
         self.settings = hub.settings
         self.store = hub.store
+        self.metrics = hub.metrics
+        self.check = checker(self.settings.schemas, doc_id)
         self.subscribers: set[Subscriber] = set()
-        self.published = document.version  # the newest version that is durable and sent
+        self.published = document.version  # the newest version durable and sent
         self.floor = floor
         self.stored = stored  # a snapshot of this document exists in the store
         self.snapshot_version = snapshot.version
         self.snapshot_size = len(snapshot.state_json)
-        self.cache = snapshot  # the newest serialized state (not necessarily durable yet)
+        self.cache = snapshot  # the newest serialized committed state
         self.log_bytes = 0  # log bytes since the last snapshot
         self.recent: deque[Record] = deque()
         self.recent_bytes = 0
         self.dedupe: dict[tuple[str, str], int] = {}
         self.dedupe_order: deque[tuple[int, tuple[str, str]]] = deque()
         for client, msg_id, version in dedupe:
-            self._remember(client, msg_id, version)
-        self.pipeline: deque[_Step] = deque()
+            self._remember((client, msg_id), version)
+        self.inbox: deque[_Submit | _Task] = deque()
+        self.wakeup = asyncio.Event()
+        self.remote = False  # a shared store told us others committed
         self.broken: ServerError | None = None
         self.last_used = time.monotonic()
-        self.check = checker(self.settings.schemas, doc_id)
-        self.metrics = hub.metrics
+        self.writer = asyncio.create_task(self._run(), name=f"writer:{doc_id}")
+        self.follower = (
+            asyncio.create_task(self._follow(), name=f"follower:{doc_id}")
+            if self.store.shared else None
+        )
 
-    # -- the pipeline --------------------------------------------------------------------------
-
-    def after_commits(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once everything submitted so far is durable (now if it is)."""
-        if not self.pipeline:
-            action()
-        else:
-            self.pipeline.append(_Step(None, action))
-
-    def _queue(self, future: asyncio.Future[Any], action: Callable[[], None],
-               result: asyncio.Future[int] | None = None) -> None:
-        self.pipeline.append(_Step(future, action, result))
-        future.add_done_callback(self._drain)
-
-    def _drain(self, _: object = None) -> None:
-        while self.pipeline:
-            step = self.pipeline[0]
-            if step.future is not None:
-                if not step.future.done():
-                    return
-                error = step.future.exception()
-                if error is not None:
-                    self._fail(error)
-                    return
-            self.pipeline.popleft()
-            step.action()
-
-    def _fail(self, error: BaseException) -> None:
-        """A commit failed: the in-memory document is ahead of the store. Drop this session
-        (the next use reloads it from the store) and disconnect its clients, who resume."""
-        log.error("doc=%s commit failed, dropping the session: %s", self.doc_id, error)
-        self.broken = StoreUnavailable(f"the store failed: {error}")
-        self.hub.forget(self)
-        for step in self.pipeline:
-            if step.result is not None and not step.result.done():
-                step.result.set_exception(self.broken)
-                step.result.exception()  # a WebSocket sender does not await it
-        self.pipeline.clear()
-        for sub in self.subscribers:
-            sub.outbox.shutdown(CloseCode.INTERNAL_ERROR, "store failure: reconnect and resume")
-        self.subscribers.clear()
-
-    # -- writes --------------------------------------------------------------------------------
+    # -- queueing (called from connections and HTTP; never blocks) -----------------------------
 
     def submit(self, request: PatchRequest, origin: Subscriber | None = None,
                client: str | None = None) -> asyncio.Future[int]:
-        """Apply ``request`` now and commit it. The future gives its version once it is durable
-        and published (to ``origin`` as an ack, to the others as a patch). Raises ServerError
-        (the document unchanged) when the batch does not apply."""
+        """Queue a batch. The future gives its version once it is durable and published (to
+        ``origin`` as an ack, to the others as a patch), or raises the ServerError it was
+        rejected with (``origin`` is sent the reject)."""
         if self.broken is not None:
             raise self.broken
-        started = self.last_used = time.monotonic()
-        loop = asyncio.get_running_loop()
-        result: asyncio.Future[int] = loop.create_future()
-        key = None
-        if client is not None and request.id is not None:
-            key = (client, orjson.dumps(request.id).decode())
-            seen = self.dedupe.get(key)
-            if seen is not None:  # a resend: acknowledge the original, apply nothing
-                self.after_commits(lambda: self._ack(origin, request.id, seen, result))
-                return result
-        applied = self.document.apply(request.ops, request.base, self.check)
-        version = self.document.version
-        self.metrics.apply_seconds.observe(time.monotonic() - started)
-        if applied.empty:
-            self.after_commits(lambda: self._ack(origin, request.id, version, result))
-            return result
-        immer = orjson.dumps(applied.immer)
-        json_patch = orjson.dumps(applied.json_patch)
-        entry = LogEntry(version, json_patch, immer, client, key[1] if key else None, time.time())
-        record = Record(version, immer.decode(), json_patch.decode())
-        if key is not None:
-            self._remember(key[0], key[1], version)
-        self._add_recent(record)
-        if not self.stored:
-            keep = self.settings.retain_versions
-            self._queue(self.store.snapshot(self.doc_id, 0, self._initial_bytes(), keep), _noop)
-            self.stored = True
-        self._queue(
-            self.store.append(self.doc_id, entry),
-            lambda: self._publish(record, origin, request.id, result, started),
-            result,
-        )
-        self.log_bytes += len(json_patch)
-        self._maybe_snapshot()
+        self.last_used = time.monotonic()
+        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.inbox.append(_Submit(request, origin, client, result, time.monotonic()))
+        self.wakeup.set()
         return result
 
-    def _initial_bytes(self) -> bytes:
-        assert self.cache.version == 0 or self.snapshot_version == 0
-        return self.hub.initial_json.encode()
+    async def _between_rounds(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn`` in the writer loop, when the document holds only committed versions."""
+        if self.broken is not None:
+            raise self.broken
+        self.last_used = time.monotonic()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    def _ack(self, origin: Subscriber | None, msg_id: MessageId | None, version: int,
-             result: asyncio.Future[int]) -> None:
-        if origin is not None and msg_id is not None:
-            origin.outbox.put(encode_ack(msg_id, version))
+        async def run() -> None:
+            try:
+                value = await fn()
+            except BaseException as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not done.done():
+                    done.set_result(value)
+
+        self.inbox.append(_Task(run))
+        self.wakeup.set()
+        return await done
+
+    def reject_now(self, origin: Subscriber, msg_id: MessageId | None,
+                   error: ServerError) -> None:
+        """Answer a batch refused before it reached the document (malformed, rate limited,
+        read-only). Everything published so far is already in the origin's queue."""
+        self.metrics.rejected.labels(error.code.value).inc()
+        if origin.lesson:
+            origin.outbox.put(self.lesson_snapshot())
+        else:
+            origin.outbox.put(encode_reject(msg_id, self.published, error))
+
+    # -- the writer loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self.inbox and not self.remote:
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                if self.store.shared:
+                    await self._catch_up()
+                if not self.inbox:
+                    continue
+                head = self.inbox[0]
+                if isinstance(head, _Task):
+                    self.inbox.popleft()
+                    await head.run()
+                    continue
+                items: list[_Submit] = []
+                while self.inbox and len(items) < _MAX_ROUND:
+                    nxt = self.inbox[0]
+                    if not isinstance(nxt, _Submit):
+                        break
+                    items.append(nxt)
+                    self.inbox.popleft()
+                await self._round(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a store failure: nothing of this round was acknowledged
+            self._fail(exc)
+
+    async def _round(self, items: list[_Submit]) -> None:
+        """Apply, commit and publish one round of batches."""
+        # outcome per item: a staged batch, or an answer (version, error or None for an ack)
+        outcomes: list[_Staged | tuple[int, ServerError | None, str | None]] = []
+        staged: list[_Staged] = []
+        for item in items:
+            outcome = self._stage(item)
+            outcomes.append(outcome)
+            if isinstance(outcome, _Staged):
+                staged.append(outcome)
+        if staged and not self.stored:  # pin the initial state before the first version
+            await self.store.snapshot(self.doc_id, 0, self.hub.initial_json.encode(),
+                                      self.settings.retain_versions)
+            self.stored = True
+        results = (await self.store.commit(self.doc_id, [s.entry for s in staged])
+                   if staged else [])
+        failed = next((i for i, r in enumerate(results) if r is not None), None)
+        if failed is not None:  # a shared store: another process was first
+            for lost in reversed(staged[failed:]):
+                self.document.revert(lost.applied)
+                if lost.key is not None:
+                    self._forget(lost.key)
+            first = staged[failed]
+            cut = next(i for i, o in enumerate(outcomes) if o is first)
+            result = results[failed]
+            requeue = items[cut:]
+            if isinstance(result, Duplicate):  # committed elsewhere: answer with its version
+                outcomes[cut] = (result.version, None, None)
+                requeue = items[cut + 1:]
+                cut += 1
+            self.inbox.extendleft(reversed(requeue))
+            self.remote = True  # catch up before applying them again
+            outcomes = outcomes[:cut]
+        for outcome, item in zip(outcomes, items, strict=False):
+            if isinstance(outcome, _Staged):
+                self._publish(outcome.record, item)
+            else:
+                self._answer(item, *outcome)
+        for done in staged[:failed]:
+            if done.snapshot is not None:
+                await self._save_snapshot(done.entry.version, done.snapshot)
+
+    def _stage(self, item: _Submit) -> _Staged | tuple[int, ServerError | None, str | None]:
+        request = item.request
+        key = None
+        if item.client is not None and request.id is not None:
+            key = (item.client, orjson.dumps(request.id).decode())
+            seen = self.dedupe.get(key)
+            if seen is not None:  # a resend: acknowledge the original, apply nothing
+                return seen, None, None
+        started = time.monotonic()
+        try:
+            applied = self.document.apply(request.ops, request.base, self.check)
+        except ServerError as exc:
+            snapshot = self.lesson_snapshot() if item.origin and item.origin.lesson else None
+            return self.document.version, exc, snapshot
+        self.metrics.apply_seconds.observe(time.monotonic() - started)
+        version = self.document.version
+        if applied.empty:
+            return version, None, None
+        immer = orjson.dumps(applied.immer)
+        json_patch = orjson.dumps(applied.json_patch)
+        entry = LogEntry(version, json_patch, immer, item.client, key[1] if key else None,
+                         time.time())
+        if key is not None:
+            self._remember(key, version)
+        record = Record(version, immer.decode(), json_patch.decode())
+        return _Staged(item, applied, entry, record, key, self._snapshot_if_due(len(json_patch)))
+
+    def _answer(self, item: _Submit, version: int, error: ServerError | None,
+                lesson_frame: str | None) -> None:
+        origin, result = item.origin, item.result
+        if error is None:
+            if origin is not None and item.request.id is not None:
+                origin.outbox.put(encode_ack(item.request.id, version))
+            if not result.done():
+                result.set_result(version)
+            return
+        self.metrics.rejected.labels(error.code.value).inc()
+        if origin is not None:
+            if origin.lesson:  # the lesson client converges back instead of diverging
+                origin.outbox.put(lesson_frame or self.lesson_snapshot())
+            else:
+                origin.outbox.put(encode_reject(item.request.id, version, error))
         if not result.done():
-            result.set_result(version)
+            result.set_exception(error)
+            result.exception()  # a WebSocket sender does not await it
 
-    def _publish(self, record: Record, origin: Subscriber | None, msg_id: MessageId | None,
-                 result: asyncio.Future[int], started: float) -> None:
+    def _publish(self, record: Record, item: _Submit | None) -> None:
+        """Send a durable version: an ack to its sender, the patch to everyone else."""
         self.published = record.version
-        self._trim_recent()
+        self._add_recent(record)
+        origin = item.origin if item is not None else None
         for sub in self.subscribers:
             if sub is origin:
-                if msg_id is not None:
-                    sub.outbox.put(encode_ack(msg_id, record.version))
+                if item is not None and item.request.id is not None:
+                    sub.outbox.put(encode_ack(item.request.id, record.version))
             else:
                 sub.outbox.put(sub.frame(record))
-        if not result.done():
-            result.set_result(record.version)
         self.metrics.accepted.inc()
-        self.metrics.commit_seconds.observe(time.monotonic() - started)
+        if item is not None:
+            if not item.result.done():
+                item.result.set_result(record.version)
+            self.metrics.commit_seconds.observe(time.monotonic() - item.started)
 
-    def reject(self, origin: Subscriber, msg_id: MessageId | None, error: ServerError) -> None:
-        """Answer a refused batch, after the versions it was checked against are delivered."""
-        self.metrics.rejected.labels(error.code.value).inc()
-        version = self.document.version
-        if origin.lesson:
-            frame = self.lesson_snapshot()  # the lesson client converges back, not diverges
-            self.after_commits(lambda: origin.outbox.put(frame))
-        else:
-            frame = encode_reject(msg_id, version, error)
-            self.after_commits(lambda: origin.outbox.put(frame))
+    def _fail(self, error: BaseException) -> None:
+        """The store failed: the in-memory document may be ahead of it. Drop this session (the
+        next use reloads it from the store) and disconnect its clients, who resume."""
+        log.error("doc=%s store failure, dropping the session: %s", self.doc_id, error)
+        self.broken = StoreUnavailable(f"the store failed: {error}")
+        self.hub.forget(self)
+        for work in self.inbox:
+            if isinstance(work, _Submit) and not work.result.done():
+                work.result.set_exception(self.broken)
+                work.result.exception()
+        self.inbox.clear()
+        for sub in self.subscribers:
+            sub.outbox.shutdown(CloseCode.INTERNAL_ERROR, "store failure: reconnect and resume")
+        self.subscribers.clear()
+        if self.follower is not None:
+            self.follower.cancel()
 
-    def _remember(self, client: str, msg_id: str, version: int) -> None:
-        key = (client, msg_id)
+    # -- shared stores -------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Wake the writer loop whenever another process commits to this document."""
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                try:
+                    async for head in self.store.follow(self.doc_id, self.document.version):
+                        if head > self.document.version:
+                            self.remote = True
+                            self.wakeup.set()
+                except StoreUnavailable as exc:
+                    log.warning("doc=%s following the log failed: %s", self.doc_id, exc)
+                    await asyncio.sleep(0.5)  # back off before reconnecting to the store
+
+    async def _catch_up(self) -> None:
+        """Apply and publish, in order, the versions other processes committed."""
+        self.remote = False
+        entries = await self.store.read_log(self.doc_id, self.document.version)
+        if entries is None:
+            raise StoreUnavailable("this document's log was compacted past our version")
+        for entry in entries:
+            if entry.version != self.document.version + 1:
+                raise StoreUnavailable(f"gap in the log at version {entry.version}")
+            applied = self.document.apply(
+                parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS)
+            )
+            if applied.empty or self.document.version != entry.version:
+                raise StoreUnavailable(f"log entry {entry.version} does not apply")
+            if entry.client is not None and entry.msg_id is not None:
+                self._remember((entry.client, entry.msg_id), entry.version)
+            self._publish(Record.from_entry(entry), None)
+            self.stored = True
+            state = self._snapshot_if_due(len(entry.json_patch))
+            if state is not None:
+                await self._save_snapshot(entry.version, state)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _remember(self, key: tuple[str, str], version: int) -> None:
         self.dedupe[key] = version
         self.dedupe_order.append((version, key))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.dedupe.pop(key, None)  # its dedupe_order entry goes at the next compaction
 
     def _add_recent(self, record: Record) -> None:
         self.recent.append(record)
         self.recent_bytes += record.size
-        self._trim_recent()
-
-    def _trim_recent(self) -> None:
-        """Keep the recent records within bounds; only published ones may go."""
         limit = max(self.settings.snapshot_every, self.settings.max_join_tail)
-        while self.recent and (
-            len(self.recent) > limit or self.recent_bytes > _RECENT_MAX_BYTES
-        ) and self.recent[0].version <= self.published:
+        while self.recent and (len(self.recent) > limit or self.recent_bytes > _RECENT_MAX_BYTES):
             self.recent_bytes -= self.recent.popleft().size
 
-    def _maybe_snapshot(self) -> None:
+    def _snapshot_if_due(self, log_bytes: int) -> bytes | None:
+        """Account for a new version; the serialized state when a snapshot is due: every
+        ``snapshot_every`` versions, or when the log since the last one outgrew it."""
+        self.log_bytes += log_bytes
         version = self.document.version
         gap = version - self.snapshot_version
         if gap < self.settings.snapshot_every and not (
             gap >= _MIN_SNAPSHOT_GAP and self.log_bytes > self.snapshot_size
         ):
-            return
+            return None
         state = orjson.dumps(self.document.state)
-        written = self.store.snapshot(self.doc_id, version, state, self.settings.retain_versions)
-        self._queue(written, lambda: self._compacted(written.result()))
         self.snapshot_version = version
-        self.snapshot_size = len(state)
-        self.cache = _Snapshot(version, state.decode())
+        self.snapshot_size = self.document.size = len(state)  # re-anchor the size estimate
         self.log_bytes = 0
+        return state
 
-    def _compacted(self, floor: int) -> None:
-        """The store compacted its log up to ``floor``: forget what it no longer holds."""
-        if floor <= self.floor:
-            return
-        self.floor = floor
-        while self.dedupe_order and self.dedupe_order[0][0] <= floor:
-            _, key = self.dedupe_order.popleft()
-            if self.dedupe.get(key, floor + 1) <= floor:
-                del self.dedupe[key]
+    async def _save_snapshot(self, version: int, state: bytes) -> None:
+        """Write a snapshot of a committed version, and forget what compaction removed."""
+        if version == self.document.version:
+            self.cache = _Snapshot(version, state.decode())
+        floor = await self.store.snapshot(self.doc_id, version, state,
+                                          self.settings.retain_versions)
+        if floor > self.floor:
+            self.floor = floor
+            while self.dedupe_order and self.dedupe_order[0][0] <= floor:
+                _, key = self.dedupe_order.popleft()
+                if self.dedupe.get(key, floor + 1) <= floor:
+                    del self.dedupe[key]
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _state_json(self) -> tuple[int, str]:
-        """The state at the head, serialized at most once per version."""
+    def _state_json(self) -> _Snapshot:
+        """The committed state, serialized at most once per version (call between rounds)."""
         if self.cache.version != self.document.version:
             self.cache = _Snapshot(
                 self.document.version, orjson.dumps(self.document.state).decode()
             )
-        return self.cache.version, self.cache.state_json
+        return self.cache
 
     def _recent_after(self, version: int) -> list[Record] | None:
-        """Records version+1..head from memory, or None when memory does not reach back."""
-        head = self.document.version
-        if version >= head:
+        """Published records version+1.., or None when memory does not reach back."""
+        if version >= self.published:
             return []
         if version < self.floor or not self.recent or self.recent[0].version > version + 1:
             return None
         start = version + 1 - self.recent[0].version
         return [self.recent[i] for i in range(start, len(self.recent))]
 
-    def snapshot_frames(self, sub: Subscriber) -> list[str]:
+    def _snapshot_frames(self, sub: Subscriber) -> list[str]:
         """A newcomer's catch-up: the cached snapshot plus a short tail, else a fresh one."""
         if sub.lesson:
             return [self.lesson_snapshot()]
@@ -332,8 +480,7 @@ class Session:
         if tail is None or len(tail) > self.settings.max_join_tail or (
             sum(r.size for r in tail) > len(cache.state_json) // 2
         ):
-            _version, _state_json = self._state_json()
-            cache, tail = self.cache, []
+            cache, tail = self._state_json(), []
         frames = [encode_snapshot(self.doc_id, cache.version, self.store.epoch, cache.state_json)]
         frames.extend(sub.frame(r) for r in tail)
         return frames
@@ -348,39 +495,32 @@ class Session:
 
     async def join(self, sub: Subscriber, since: int | None = None,
                    epoch: str | None = None) -> None:
-        """Subscribe ``sub``: send its catch-up, then every version after it, in order."""
-        if self.broken is not None:
-            raise self.broken
-        self.last_used = time.monotonic()
-        frames: list[str] | None = None
-        if since is not None and not sub.lesson and (epoch is None or epoch == self.store.epoch):
-            frames = await self._resume_frames(sub, since)
-        if frames is None:
-            frames = self.snapshot_frames(sub)
-        if not sub.lesson:
-            frames.append(encode_synced(self.document.version))
+        """Subscribe ``sub``: its catch-up, then every version after it, in order."""
 
-        def start() -> None:
+        async def start() -> None:
+            frames: list[str] | None = None
+            if since is not None and not sub.lesson and epoch in (None, self.store.epoch):
+                frames = await self._resume_frames(sub, since)
+            if frames is None:
+                frames = self._snapshot_frames(sub)
+            if not sub.lesson:
+                frames.append(encode_synced(self.published))
             for frame in frames:
                 sub.outbox.put(frame)
             self.subscribers.add(sub)
 
-        self.after_commits(start)
+        await self._between_rounds(start)
 
     async def _resume_frames(self, sub: Subscriber, since: int) -> list[str] | None:
-        if since > self.document.version:
+        if since > self.published:
             return None  # the client is ahead of this store: it must take a snapshot
         records = self._recent_after(since)
         if records is None:
             entries = await self.store.read_log(self.doc_id, since)
             if entries is None:
                 return None
-            last = entries[-1].version if entries else since
-            rest = self._recent_after(last)
-            if rest is None:
-                return None
-            records = [Record.from_entry(e) for e in entries] + rest
-            if any(r.version != since + 1 + i for i, r in enumerate(records)):
+            records = [Record.from_entry(e) for e in entries if e.version <= self.published]
+            if [r.version for r in records] != list(range(since + 1, self.published + 1)):
                 return None
         return [sub.frame(r) for r in records]
 
@@ -389,18 +529,14 @@ class Session:
         self.last_used = time.monotonic()
 
     async def read_state(self) -> tuple[int, str]:
-        """The state as of the newest submitted version, once that version is durable."""
-        version, state_json = self._state_json()
-        await self.committed()
-        return version, state_json
+        """The newest committed state, serialized."""
 
-    async def committed(self) -> None:
-        """Wait until everything submitted so far is durable and published."""
-        if not self.pipeline:
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.after_commits(lambda: _resolve(done))
-        await done
+        async def read() -> tuple[int, str]:
+            snap = self._state_json()
+            return snap.version, snap.state_json
+
+        result: tuple[int, str] = await self._between_rounds(read)
+        return result
 
     async def read_patches(self, since: int, fmt: Format) -> tuple[int, str] | int:
         """The operations after ``since`` up to the published version as one JSON array, or the
@@ -421,8 +557,10 @@ class Session:
     async def read_state_at(self, version: int) -> str:
         """The document as it was at ``version``: from memory at the head, else rebuilt from the
         nearest snapshot at or below it plus the log."""
-        if version == self.document.version:
-            return (await self.read_state())[1]
+        if version == self.published:
+            state_version, state = await self.read_state()
+            if state_version == version:
+                return state
         if version > self.published:
             raise ServerError(f"version {version} does not exist yet", ErrorCode.NOT_FOUND)
         if version < self.floor:
@@ -446,18 +584,24 @@ class Session:
             raise ServerError(f"version {version} is not in the log", ErrorCode.GONE)
         return orjson.dumps(doc.state).decode()
 
+    async def committed(self) -> None:
+        """Wait until everything queued so far is committed and published."""
+
+        async def nothing() -> None:
+            return None
+
+        await self._between_rounds(nothing)
+
     @property
     def idle(self) -> bool:
-        return not self.subscribers and not self.pipeline
+        return not self.subscribers and not self.inbox
 
-
-def _noop() -> None:
-    return None
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+    async def close(self) -> None:
+        for task in (self.writer, self.follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 @dataclass
@@ -475,8 +619,9 @@ class Hub:
         self.metrics = Metrics(self)
 
     def new_document(self, state: Any, version: int) -> Document:
-        return Document(state, version, self.settings.max_base_lag,
-                        self.settings.limits.max_document_bytes)
+        limits = self.settings.limits
+        return Document(state, version, self.settings.max_base_lag, limits.max_document_bytes,
+                        limits.max_depth)
 
     async def session(self, doc_id: str) -> Session:
         session = self.sessions.get(doc_id)
@@ -504,22 +649,23 @@ class Hub:
         stored = await self.store.load(doc_id)
         if stored is None:
             document = self.new_document(orjson.loads(self.initial_json), 0)
-            session = Session(self, doc_id, document, stored=False, floor=0,
-                              snapshot=_Snapshot(0, self.initial_json), dedupe=[])
-            return session
+            return Session(self, doc_id, document, stored=False, floor=0,
+                           snapshot=_Snapshot(0, self.initial_json), dedupe=[])
         document = self.new_document(orjson.loads(stored.snapshot), stored.snapshot_version)
         snapshot = _Snapshot(stored.snapshot_version, stored.snapshot.decode())
+        records = []
         for entry in stored.entries:
             document.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS))
             if document.version != entry.version:
                 raise StoreUnavailable(
                     f"log of {doc_id!r} is not contiguous at version {entry.version}"
                 )
+            records.append(Record.from_entry(entry))
         session = Session(self, doc_id, document, stored=True, floor=stored.floor,
                           snapshot=snapshot, dedupe=stored.dedupe)
-        for entry in stored.entries:
-            session._add_recent(Record.from_entry(entry))
-            session.log_bytes += len(entry.json_patch)
+        for record in records:
+            session._add_recent(record)
+            session.log_bytes += len(record.json_patch)
         log.info("doc=%s loaded at version %d (snapshot %d + %d entries) in %.1f ms", doc_id,
                  document.version, stored.snapshot_version, len(stored.entries),
                  (time.perf_counter() - started) * 1000)
@@ -529,25 +675,26 @@ class Hub:
         if self.sessions.get(session.doc_id) is session:
             del self.sessions[session.doc_id]
 
-    def evict_idle(self) -> int:
+    async def evict_idle(self) -> int:
         now = time.monotonic()
         idle = [s for s in self.sessions.values()
                 if s.idle and now - s.last_used > self.settings.idle_seconds]
         for session in idle:
             self.forget(session)
+            await session.close()
         return len(idle)
 
     async def run_evictions(self, interval: float = 5.0) -> None:
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                self.evict_idle()
+            try:
+                await self.evict_idle()
+            except Exception:  # eviction must never stop; the next pass retries
+                log.exception("evicting idle documents failed")
 
-    async def drain(self) -> None:
-        """Wait until every submitted batch is durable (for shutdown)."""
+    async def close(self) -> None:
+        """Finish what was queued (bounded), then stop every writer loop."""
         for session in list(self.sessions.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.committed(), timeout=10)
-
-
-
+            await session.close()

@@ -82,13 +82,14 @@ def from_pointer(pointer: str) -> tuple[str, ...]:
 # -- values ------------------------------------------------------------------------------------
 
 
-def check_value(value: Any, limits: Limits) -> None:
+def check_value(value: Any, limits: Limits, at_depth: int = 0) -> None:
     """Reject values that would not survive the round trip to every client unchanged.
 
     Reserved keys (``forbidden``), non-finite numbers (``invalid``: JSON has no NaN), nesting
-    deeper than ``limits.max_depth`` and over-long strings or keys (``too_large``).
+    deeper than ``limits.max_depth`` once placed at a path ``at_depth`` segments deep, and
+    over-long strings or keys (``too_large``).
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, at_depth + 1)]
     max_depth, max_str, max_key = limits.max_depth, limits.max_string_bytes, limits.max_key_bytes
     while stack:
         item, depth = stack.pop()
@@ -114,6 +115,20 @@ def check_value(value: Any, limits: Limits) -> None:
                     _check_scalar(child, max_str)
         else:
             _check_scalar(item, max_str)
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of a JSON value: 0 for a scalar, 1 for a flat array or object."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth) for c in children if isinstance(c, dict | list))
+    return deepest
 
 
 def _check_scalar(item: Any, max_str: int) -> None:
@@ -153,7 +168,7 @@ def parse_immer(patches: Any, limits: Limits) -> list[Op]:
         if not isinstance(raw, dict):
             raise InvalidInput(f"patch {i} is not an object")
         name = raw.get("op")
-        if name not in IMMER_OPS:
+        if not isinstance(name, str) or name not in IMMER_OPS:
             raise InvalidInput(f"patch {i}: op must be add, replace or remove, not {name!r}")
         path = raw.get("path")
         if not isinstance(path, list):
@@ -168,12 +183,12 @@ def parse_immer(patches: Any, limits: Limits) -> list[Op]:
         _check_segments(segments, limits)
         value = raw.get("value", MISSING)
         if value is not MISSING:
-            check_value(value, limits)
+            check_value(value, limits, len(segments))
         if name == "remove":
             value = MISSING
         elif not segments and value is MISSING:
             raise InvalidInput(f"patch {i}: a root {name} needs a value")
-        ops.append(Op(name, segments, value, None, True))
+        ops.append(Op(name, segments, value, None, True))  # type: ignore[arg-type]
     return ops
 
 
@@ -184,7 +199,7 @@ def parse_json_patch(patches: Any, limits: Limits) -> list[Op]:
         if not isinstance(raw, dict):
             raise InvalidInput(f"operation {i} is not an object")
         name = raw.get("op")
-        if name not in JSON_PATCH_OPS:
+        if not isinstance(name, str) or name not in JSON_PATCH_OPS:
             raise InvalidInput(f"operation {i}: unknown op {name!r}")
         path = _parse_pointer_member(raw, "path", i)
         _check_segments(path, limits)
@@ -197,8 +212,8 @@ def parse_json_patch(patches: Any, limits: Limits) -> list[Op]:
             if "value" not in raw:
                 raise InvalidInput(f"operation {i}: {name} needs a value")
             value = raw["value"]
-            check_value(value, limits)
-        ops.append(Op(name, path, value, from_, False))
+            check_value(value, limits, len(path))
+        ops.append(Op(name, path, value, from_, False))  # type: ignore[arg-type]
     return ops
 
 

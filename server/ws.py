@@ -178,11 +178,11 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         else:
             request = parse_frame(text, sub.fmt, limits)
     except RejectedRequest as rejected:
-        session.reject(sub, rejected.msg_id, rejected.error)
+        session.reject_now(sub, rejected.msg_id, rejected.error)
         return
     except ServerError as exc:
         if sub.lesson:
-            session.reject(sub, None, exc)
+            session.reject_now(sub, None, exc)
         else:
             session.metrics.frame_errors.inc()
             sub.outbox.put(encode_error(exc))
@@ -190,16 +190,16 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
     if bucket is not None:
         wait = bucket.take()
         if wait > 0:
-            session.reject(sub, request.id, RateLimited(
+            session.reject_now(sub, request.id, RateLimited(
                 "too many batches: slow down", retry_after=round(wait, 3)))
             return
     if sub.read_only:
-        session.reject(sub, request.id, Forbidden("this connection is read-only"))
+        session.reject_now(sub, request.id, Forbidden("this connection is read-only"))
         return
     try:
         session.submit(request, sub, sub.client)
-    except ServerError as exc:
-        session.reject(sub, request.id, exc)
+    except ServerError as exc:  # the session failed; the connection is being closed
+        session.reject_now(sub, request.id, exc)
 
 
 async def protocol_endpoint(websocket: WebSocket) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from .base import LogEntry, Store, StoredDocument
+from .base import CommitResult, Duplicate, LogEntry, Stale, Store, StoredDocument
 
-__all__ = ["LogEntry", "Store", "StoredDocument", "open_store"]
+__all__ = ["CommitResult", "Duplicate", "LogEntry", "Stale", "Store", "StoredDocument",
+           "open_store"]
 
 
 def open_store(url: str) -> Store:

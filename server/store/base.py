@@ -1,14 +1,15 @@
 """The store interface: what a document's durability needs, and nothing about patch semantics.
 
-A store keeps, per document, the op log (one :class:`LogEntry` per version) and snapshots, and
-one server epoch. Writes (:meth:`Store.append`, :meth:`Store.snapshot`) return futures that
-resolve in submission order once the write is durable; a store may group several into one
-transaction (group commit). Reads are ordinary coroutines.
+A store keeps, per document, the op log (one :class:`LogEntry` per version), snapshots, and one
+server epoch. :meth:`Store.commit` appends a run of consecutive versions atomically per entry:
+an entry is committed only if the document's head is still the version before it and its
+(client, msg_id) pair was never committed (a compare-and-set; single-writer stores always
+succeed). A store may group commits of several documents into one transaction (group commit).
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +22,23 @@ class LogEntry:
     client: str | None = None
     msg_id: str | None = None  # the JSON encoding of the message id: 1 and "1" stay apart
     ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """Not committed: another writer moved the head first (shared stores only)."""
+
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Not committed: this (client, msg_id) was committed before, as ``version``."""
+
+    version: int
+
+
+CommitResult = None | Stale | Duplicate  # None: committed
 
 
 @dataclass(slots=True)
@@ -40,6 +58,10 @@ class Store(Protocol):
     @property
     def epoch(self) -> str: ...
 
+    @property
+    def shared(self) -> bool:
+        """True when other server processes may commit to the same documents."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -50,17 +72,21 @@ class Store(Protocol):
     async def load(self, doc: str) -> StoredDocument | None:
         """The latest snapshot, the log after it, and the dedupe records; None if unknown."""
 
-    def append(self, doc: str, entry: LogEntry) -> asyncio.Future[None]:
-        """Commit one log entry; resolves (in order) when durable."""
+    async def commit(self, doc: str, entries: list[LogEntry]) -> list[CommitResult]:
+        """Commit consecutive entries, in order; durable when this returns. After the first
+        entry that is not committed, none of the following ones is."""
 
-    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
-        """Save a snapshot at ``version`` (ordered after earlier appends) and compact: the new
-        floor is the newest snapshot at or below ``version - keep``; log entries up to it and
-        older snapshots are deleted, so every version from the floor on can be rebuilt.
-        Resolves with the floor."""
+    async def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> int:
+        """Save a snapshot at ``version`` (kept if one exists) and compact: the new floor is the
+        newest snapshot at or below ``version - keep``; log entries up to it and older
+        snapshots are deleted, so every version from the floor on can be rebuilt. Returns the
+        floor."""
 
     async def read_log(self, doc: str, after: int) -> list[LogEntry] | None:
         """Committed entries with version > ``after``, in order; None when ``after`` < floor."""
 
     async def read_snapshot(self, doc: str, at_most: int) -> tuple[int, bytes] | None:
         """The newest snapshot with version <= ``at_most``."""
+
+    def follow(self, doc: str, after: int) -> AsyncIterator[int]:
+        """Shared stores: yield the head version whenever others commit after ``after``."""

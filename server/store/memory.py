@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
 
-from .base import LogEntry, StoredDocument
+from .base import CommitResult, LogEntry, StoredDocument
 
 
 class _Doc:
@@ -20,6 +19,8 @@ class _Doc:
 
 
 class MemoryStore:
+    shared = False
+
     def __init__(self) -> None:
         self._epoch = uuid.uuid4().hex
         self._docs: dict[str, _Doc] = {}
@@ -37,11 +38,6 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
-    def _done(self, value: Any = None) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(value)
-        return future
-
     async def load(self, doc: str) -> StoredDocument | None:
         d = self._docs.get(doc)
         if d is None or not d.snapshots:
@@ -56,13 +52,14 @@ class MemoryStore:
             floor=d.floor,
         )
 
-    def append(self, doc: str, entry: LogEntry) -> asyncio.Future[None]:
-        self._docs.setdefault(doc, _Doc()).entries.append(entry)
-        return self._done()
+    async def commit(self, doc: str, entries: list[LogEntry]) -> list[CommitResult]:
+        self._docs.setdefault(doc, _Doc()).entries.extend(entries)
+        return [None] * len(entries)
 
-    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
+    async def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> int:
         d = self._docs.setdefault(doc, _Doc())
-        d.snapshots.append((version, state))
+        if not d.snapshots or d.snapshots[-1][0] < version:
+            d.snapshots.append((version, state))
         first = max((i for i, (v, _) in enumerate(d.snapshots) if v <= version - keep),
                     default=0)
         floor = d.snapshots[first][0]
@@ -71,7 +68,7 @@ class MemoryStore:
             cut = bisect.bisect_right([e.version for e in d.entries], floor)
             del d.entries[:cut]
             del d.snapshots[:first]
-        return self._done(d.floor)
+        return d.floor
 
     async def read_log(self, doc: str, after: int) -> list[LogEntry] | None:
         d = self._docs.get(doc)
@@ -87,3 +84,7 @@ class MemoryStore:
             return None
         candidates = [s for s in d.snapshots if s[0] <= at_most]
         return candidates[-1] if candidates else None
+
+    async def follow(self, doc: str, after: int) -> AsyncIterator[int]:
+        raise NotImplementedError("memory:// is not shared between processes")
+        yield after  # pragma: no cover - makes this an async generator

@@ -1,9 +1,10 @@
 """``sqlite:///path/to/file.db``: the default, durable store (Python's sqlite3, WAL mode).
 
 All writes go through one writer thread. It takes every write queued while the previous
-transaction was committing and commits them together (group commit), then resolves their futures
-in order on the event loop. Reads use their own connections in worker threads (WAL lets them run
-beside the writer). ``synchronous`` defaults to FULL: with WAL, a committed (acknowledged) batch
+transaction was committing (from any document) and commits them together (group commit), then
+resolves their futures on the event loop. Reads use their own connections in worker threads
+(WAL lets them run beside the writer). ``synchronous`` defaults to FULL: with WAL, a committed
+(acknowledged) batch
 survives both a process crash and a power loss. ``?synchronous=normal`` survives a process crash
 but may lose the last transactions on power loss.
 """
@@ -17,12 +18,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreUnavailable
-from .base import LogEntry, StoredDocument
+from .base import CommitResult, LogEntry, StoredDocument
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +54,8 @@ Write = Callable[[sqlite3.Connection], Any]
 
 
 class SQLiteStore:
+    shared = False
+
     def __init__(self, path: str, synchronous: str = "full") -> None:
         if synchronous.lower() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}")
@@ -156,19 +159,21 @@ class SQLiteStore:
         self._queue.put((write, future))
         return future
 
-    def append(self, doc: str, entry: LogEntry) -> asyncio.Future[None]:
-        row = (doc, entry.version, entry.json_patch, entry.immer, entry.client, entry.msg_id,
-               entry.ts or time.time())
+    async def commit(self, doc: str, entries: list[LogEntry]) -> list[CommitResult]:
+        now = time.time()
+        rows = [(doc, e.version, e.json_patch, e.immer, e.client, e.msg_id, e.ts or now)
+                for e in entries]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            conn.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
-        return self._submit(write)
+        await self._submit(write)
+        return [None] * len(entries)
 
-    def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> asyncio.Future[int]:
+    async def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> int:
         def write(conn: sqlite3.Connection) -> int:
             conn.execute(
-                "INSERT OR REPLACE INTO snapshots (doc, version, state) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO snapshots (doc, version, state) VALUES (?, ?, ?)",
                 (doc, version, state),
             )
             # the floor is a snapshot, so every version after it can be rebuilt from it
@@ -187,7 +192,12 @@ class SQLiteStore:
             conn.execute("DELETE FROM snapshots WHERE doc = ? AND version < ?", (doc, floor))
             return int(floor)
 
-        return self._submit(write)
+        floor: int = await self._submit(write)
+        return floor
+
+    async def follow(self, doc: str, after: int) -> AsyncIterator[int]:
+        raise NotImplementedError("sqlite:// is not shared between processes")
+        yield after  # pragma: no cover - makes this an async generator
 
     # -- reads ---------------------------------------------------------------------------------
 
