@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=_env("host", "127.0.0.1"), help="interface to listen on")
     p.add_argument("--port", type=int, default=int(_env("port", 8000)), help="TCP port")
     p.add_argument("--store", default=_env("store", DEFAULT_STORE),
-                   help="memory:// or sqlite:///path/to.db[?synchronous=full|normal] "
-                   f"(default {DEFAULT_STORE})")
+                   help="memory://, sqlite:///path/to.db[?synchronous=full|normal] or "
+                   f"redis://host:port/db (default {DEFAULT_STORE})")
     p.add_argument("--initial-state", type=Path, default=_env("initial_state", None),
                    metavar="FILE", help="JSON document new documents start from (default {})")
     p.add_argument("--demo-dir", type=Path, default=_env("demo_dir", DEFAULT_DEMO),

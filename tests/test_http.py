@@ -8,6 +8,12 @@ import pytest
 from .clients import WsClient
 from .conftest import ServerFactory, ServerProcess
 
+
+@pytest.fixture
+def server(any_store: str, server_factory: ServerFactory) -> ServerProcess:
+    """This module's tests are store-independent: they run against memory, SQLite and Redis."""
+    return server_factory(store=any_store)
+
 JP = {"content-type": "application/json-patch+json"}
 
 

@@ -11,7 +11,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from .clients import WsClient, apply_immer
-from .conftest import ServerProcess
+from .conftest import ServerFactory, ServerProcess
+
+
+@pytest.fixture
+def server(any_store: str, server_factory: ServerFactory) -> ServerProcess:
+    """This module's tests are store-independent: they run against memory, SQLite and Redis."""
+    return server_factory(store=any_store)
 
 
 def state_of(server: ServerProcess, doc: str = "default") -> Any:

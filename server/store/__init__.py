@@ -1,4 +1,5 @@
-"""Stores, chosen by URL scheme: ``memory://``, ``sqlite:///path``; imported lazily."""
+"""Stores, chosen by URL scheme (``memory://``, ``sqlite:///path``, ``redis://host:port/db``),
+imported lazily."""
 
 from __future__ import annotations
 
@@ -26,4 +27,10 @@ def open_store(url: str) -> Store:
             raise ValueError("sqlite:// needs a path, e.g. sqlite:///./data/documents.db")
         options = parse_qs(parts.query)
         return SQLiteStore(path, synchronous=options.get("synchronous", ["full"])[0])
-    raise ValueError(f"unknown store scheme {parts.scheme!r} (use memory:// or sqlite:///path)")
+    if parts.scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        return RedisStore(url)
+    raise ValueError(
+        f"unknown store scheme {parts.scheme!r} (use memory://, sqlite:///path or redis://host)"
+    )

@@ -1,0 +1,1 @@
+"""Node.js test clients (real Immer) and the helpers that run them from pytest."""
