@@ -281,10 +281,16 @@ class _Batch:
         else:
             self.list_pop(parent, typed, idx)
 
+    def check_size(self, growth: int = 0) -> None:
+        limit = self.doc.max_bytes
+        if limit is not None and self.doc.size + self.delta + growth > limit:
+            raise TooLarge(f"the document would exceed {limit} bytes")
+
     def set_length(self, op: Op, parent: list[Any], typed: list[Segment]) -> None:
         n = op.value
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidInput(f"array length must be a non-negative integer, not {n!r}")
+        self.check_size(max(0, n - len(parent)) * 5)  # each padding null is 5 bytes
         while len(parent) > n:
             self.list_pop(parent, typed, len(parent) - 1)
         while len(parent) < n:
@@ -362,8 +368,7 @@ class Document:
         try:
             for op in ops:
                 batch.apply(op)
-            if self.max_bytes is not None and self.size + batch.delta > self.max_bytes:
-                raise TooLarge(f"the document would exceed {self.max_bytes} bytes")
+                batch.check_size()  # per operation: one batch cannot balloon the document
             if check is not None and not batch.out.empty:
                 check(self.state)
         except BaseException:
@@ -428,7 +433,9 @@ class Document:
             for array, at in shifted:
                 for token in following.get(array, ()):
                     idx = _index(token)
-                    if token == "-" or (idx is not None and at <= idx):
+                    # "-" appends and an Immer length change cuts or pads: both address the
+                    # end of the array, which any later insert or removal moves
+                    if token in ("-", "length") or (idx is not None and at <= idx):
                         raise Conflict(
                             f"version {version} shifted {to_pointer(list(array))!r} at index "
                             f"{at} after base {base}"

@@ -111,7 +111,18 @@ class _Submit:
 class _Task:
     """Work that needs the committed state (a join, a read): runs between rounds."""
 
-    run: Callable[[], Awaitable[None]]
+    fn: Callable[[], Awaitable[Any]]
+    done: asyncio.Future[Any]
+
+    async def run(self) -> None:
+        try:
+            value = await self.fn()
+        except Exception as exc:  # the caller gets it; the writer loop goes on
+            if not self.done.done():
+                self.done.set_exception(exc)
+        else:
+            if not self.done.done():
+                self.done.set_result(value)
 
 
 @dataclass(slots=True)
@@ -190,20 +201,7 @@ class Session:
             raise self.broken
         self.last_used = time.monotonic()
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        async def run() -> None:
-            try:
-                value = await fn()
-            except BaseException as exc:
-                if not done.done():
-                    done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                if not done.done():
-                    done.set_result(value)
-
-        self.inbox.append(_Task(run))
+        self.inbox.append(_Task(fn, done))
         self.wakeup.set()
         return await done
 
@@ -266,6 +264,7 @@ class Session:
                    if staged else [])
         failed = next((i for i, r in enumerate(results) if r is not None), None)
         if failed is not None:  # a shared store: another process was first
+            self.metrics.commit_races.inc()
             for lost in reversed(staged[failed:]):
                 self.document.revert(lost.applied)
                 if lost.key is not None:
@@ -360,9 +359,10 @@ class Session:
         self.broken = StoreUnavailable(f"the store failed: {error}")
         self.hub.forget(self)
         for work in self.inbox:
-            if isinstance(work, _Submit) and not work.result.done():
-                work.result.set_exception(self.broken)
-                work.result.exception()
+            waiter = work.result if isinstance(work, _Submit) else work.done
+            if not waiter.done():
+                waiter.set_exception(self.broken)
+                waiter.exception()  # a WebSocket sender does not await it
         self.inbox.clear()
         for sub in self.subscribers:
             sub.outbox.shutdown(CloseCode.INTERNAL_ERROR, "store failure: reconnect and resume")

@@ -39,6 +39,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.bytes_in = Counter("immer_received_bytes", "WebSocket bytes received", registry=r)
         self.bytes_out = Counter("immer_sent_bytes", "WebSocket bytes sent", registry=r)
+        self.commit_races = Counter(
+            "immer_commit_races", "Commits refused because another process moved the head "
+            "first (shared stores); their batches are validated again", registry=r)
         self.slow_disconnects = Counter(
             "immer_slow_consumer_disconnects", "Connections closed for an overflowing queue",
             registry=r)
