@@ -30,9 +30,9 @@ def joined(server: ServerProcess, path: str) -> WsClient:
 
 
 def test_restart_keeps_documents_versions_and_epoch(
-    server_factory: ServerFactory, tmp_path: Path
+    durable_store: str, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(store=sqlite_url(tmp_path))
+    server = server_factory(store=durable_store)
     for i in range(5):
         httpx.patch(f"{server.url}/docs/a/state", json=[{"op": "add", "path": [f"k{i}"],
                                                          "value": i}])
@@ -50,9 +50,9 @@ def test_restart_keeps_documents_versions_and_epoch(
 
 
 def test_resend_after_restart_is_applied_once(
-    server_factory: ServerFactory, tmp_path: Path
+    durable_store: str, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(store=sqlite_url(tmp_path))
+    server = server_factory(store=durable_store)
     with joined(server, "/ws/once?client=me") as c:
         c.patch("m1", [{"op": "add", "path": ["items"], "value": []}])
         c.patch("m2", [{"op": "add", "path": ["items", 0], "value": "x"}])
@@ -68,8 +68,10 @@ def test_resend_after_restart_is_applied_once(
     assert httpx.get(f"{server.url}/docs/once/state").json() == {"items": ["y", "x"]}
 
 
-def test_resume_since_and_epoch(server_factory: ServerFactory, tmp_path: Path) -> None:
-    server = server_factory(store=sqlite_url(tmp_path))
+def test_resume_since_and_epoch(
+    durable_store: str, server_factory: ServerFactory
+) -> None:
+    server = server_factory(store=durable_store)
     with joined(server, "/ws/r") as c:
         for i in range(6):
             c.patch(i, [{"op": "add", "path": [f"k{i}"], "value": i}])
