@@ -45,7 +45,7 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .patches import parse_json_patch
 from .schema import checker
-from .store import Duplicate, LogEntry, Store
+from .store import LogEntry, Store
 
 log = logging.getLogger("server.hub")
 
@@ -263,22 +263,19 @@ class Session:
         results = (await self.store.commit(self.doc_id, [s.entry for s in staged])
                    if staged else [])
         failed = next((i for i, r in enumerate(results) if r is not None), None)
-        if failed is not None:  # a shared store: another process was first
+        if failed is not None:
+            # a shared store: another process committed first (Stale), or this very batch was
+            # committed through another process before (Duplicate). Take back what was not
+            # committed, catch up, and run those batches again: a duplicate then meets its
+            # original in the dedupe index and is acknowledged in version order.
             self.metrics.commit_races.inc()
             for lost in reversed(staged[failed:]):
                 self.document.revert(lost.applied)
                 if lost.key is not None:
                     self._forget(lost.key)
-            first = staged[failed]
-            cut = next(i for i, o in enumerate(outcomes) if o is first)
-            result = results[failed]
-            requeue = items[cut:]
-            if isinstance(result, Duplicate):  # committed elsewhere: answer with its version
-                outcomes[cut] = (result.version, None, None)
-                requeue = items[cut + 1:]
-                cut += 1
-            self.inbox.extendleft(reversed(requeue))
-            self.remote = True  # catch up before applying them again
+            cut = next(i for i, o in enumerate(outcomes) if o is staged[failed])
+            self.inbox.extendleft(reversed(items[cut:]))
+            self.remote = True
             outcomes = outcomes[:cut]
         for outcome, item in zip(outcomes, items, strict=False):
             if isinstance(outcome, _Staged):
