@@ -224,11 +224,13 @@ class Session:
                     self.wakeup.clear()
                     await self.wakeup.wait()
                     continue
+                head = self.inbox[0] if self.inbox else None
                 if self.store.shared:
+                    # started after ``head`` was queued: a read sees every commit acknowledged
+                    # (by any process) before it was asked for
                     await self._catch_up()
-                if not self.inbox:
+                if head is None:
                     continue
-                head = self.inbox[0]
                 if isinstance(head, _Task):
                     self.inbox.popleft()
                     await head.run()
