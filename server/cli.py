@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,12 +129,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+class RedactTokens(logging.Filter):
+    """Access tokens travel in WebSocket URLs (``?token=``): keep them out of every log line."""
+
+    PATTERN = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
+        return True
+
+
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         log_level: str = "info") -> None:
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for name in ("uvicorn.access", "uvicorn.error", "server"):
+        logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.run(
         create_app(settings),
         host=host,

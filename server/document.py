@@ -84,13 +84,14 @@ def _index(seg: Segment) -> int | None:
 class _Batch:
     """One application in progress: the undo journal and the outputs."""
 
-    __slots__ = ("delta", "doc", "journal", "out")
+    __slots__ = ("delta", "doc", "journal", "out", "out_bytes")
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.journal: list[tuple[Any, ...]] = []
         self.out = Applied()
         self.delta = 0  # change of the serialized size, in bytes (see Document.size)
+        self.out_bytes = 0  # approximate size of the batch as applied (what is logged and sent)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -132,7 +133,8 @@ class _Batch:
 
     # -- primitive mutations, each journaled and emitted in both formats ----------------------
 
-    def emit(self, op: str, typed: list[Segment], value: Any = MISSING) -> None:
+    def emit(self, op: str, typed: list[Segment], value: Any = MISSING, size: int = 0) -> None:
+        """Record one applied operation in both formats; ``size`` is the value's JSON size."""
         pointer = to_pointer(typed)
         tokens = tuple(str(s) for s in typed)
         if value is MISSING:
@@ -142,23 +144,26 @@ class _Batch:
             self.out.json_patch.append({"op": op, "path": pointer, "value": value})
             self.out.immer.append({"op": op, "path": typed, "value": value})
         self.out.touched.append(tokens)
+        self.out_bytes += size + 2 * len(pointer) + 40  # both formats, with their punctuation
 
     def set_root(self, value: Any, shown: Any) -> None:
         self.journal.append(("root", self.doc.state))
-        self.delta += _size(value) - _size(self.doc.state)
+        size = _size(value)
+        self.delta += size - _size(self.doc.state)
         self.doc.state = value
-        self.emit("replace", [], shown)
+        self.emit("replace", [], shown, size)
 
     def dict_set(self, parent: dict[str, Any], typed: list[Segment], key: str, value: Any,
                  shown: Any) -> None:
         old = parent.get(key, MISSING)
         self.journal.append(("dset", parent, key, old))
         parent[key] = value
+        size = _size(value)
         if old is MISSING:
-            self.delta += _member_size(key, _size(value))
+            self.delta += _member_size(key, size)
         else:
-            self.delta += _size(value) - _size(old)
-        self.emit("add" if old is MISSING else "replace", [*typed, key], shown)
+            self.delta += size - _size(old)
+        self.emit("add" if old is MISSING else "replace", [*typed, key], shown, size)
 
     def dict_del(self, parent: dict[str, Any], typed: list[Segment], key: str) -> None:
         # a rollback must put the member back where it was: remember its position, unless it
@@ -173,8 +178,9 @@ class _Batch:
                     shown: Any) -> None:
         parent.insert(idx, value)
         self.journal.append(("lins", parent, idx))
-        self.delta += _size(value) + 1
-        self.emit("add", [*typed, idx], shown)
+        size = _size(value)
+        self.delta += size + 1
+        self.emit("add", [*typed, idx], shown, size)
         self.out.shifted.append((tuple(str(s) for s in typed), idx))
 
     def list_set(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
@@ -182,8 +188,9 @@ class _Batch:
         old = parent[idx]
         self.journal.append(("lset", parent, idx, old))
         parent[idx] = value
-        self.delta += _size(value) - _size(old)
-        self.emit("replace", [*typed, idx], shown)
+        size = _size(value)
+        self.delta += size - _size(old)
+        self.emit("replace", [*typed, idx], shown, size)
 
     def list_pop(self, parent: list[Any], typed: list[Segment], idx: int) -> Any:
         old = parent.pop(idx)
@@ -281,16 +288,24 @@ class _Batch:
         else:
             self.list_pop(parent, typed, idx)
 
-    def check_size(self, growth: int = 0) -> None:
-        limit = self.doc.max_bytes
-        if limit is not None and self.doc.size + self.delta + growth > limit:
-            raise TooLarge(f"the document would exceed {limit} bytes")
+    def check_size(self, growth: int = 0, ops: int = 0) -> None:
+        """The limits on what one batch may do, checked as it goes: the document's size, and
+        the batch as applied (move, copy and length expand into more operations and values
+        than were sent)."""
+        doc = self.doc
+        if doc.max_bytes is not None and doc.size + self.delta + growth > doc.max_bytes:
+            raise TooLarge(f"the document would exceed {doc.max_bytes} bytes")
+        if doc.max_batch_bytes is not None and self.out_bytes > doc.max_batch_bytes:
+            raise TooLarge(f"the batch as applied would exceed {doc.max_batch_bytes} bytes")
+        if doc.max_ops is not None and len(self.out.json_patch) + ops > doc.max_ops:
+            raise TooLarge(f"the batch as applied would exceed {doc.max_ops} operations")
 
     def set_length(self, op: Op, parent: list[Any], typed: list[Segment]) -> None:
         n = op.value
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidInput(f"array length must be a non-negative integer, not {n!r}")
-        self.check_size(max(0, n - len(parent)) * 5)  # each padding null is 5 bytes
+        # each padding null is 5 bytes, and each element added or removed one operation
+        self.check_size(max(0, n - len(parent)) * 5, abs(n - len(parent)))
         while len(parent) > n:
             self.list_pop(parent, typed, len(parent) - 1)
         while len(parent) < n:
@@ -343,12 +358,15 @@ class Document:
     """
 
     def __init__(self, state: Any, version: int = 0, max_base_lag: int = 1000,
-                 max_bytes: int | None = None, max_depth: int = 64) -> None:
+                 max_bytes: int | None = None, max_depth: int = 64, max_ops: int | None = None,
+                 max_batch_bytes: int | None = None) -> None:
         self.state = state
         self.version = version
         self.max_base_lag = max_base_lag
         self.max_bytes = max_bytes
         self.max_depth = max_depth  # move and copy may not nest the document deeper
+        self.max_ops = max_ops  # operations of a batch as applied
+        self.max_batch_bytes = max_batch_bytes  # size of a batch as applied
         self.size = _size(state)
         # (version, touched, shifted) of the recent batches, for the stale-base rule
         self._history: deque[tuple[int, list[Tokens], list[tuple[Tokens, int]]]] = deque(

@@ -52,6 +52,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    INVALID_PAYLOAD = 1007  # a text frame that is not UTF-8 (closed by the WebSocket layer)
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011

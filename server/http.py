@@ -67,6 +67,22 @@ async def _session(request: Request, write: bool = False) -> Session:
     return await hub.session(doc)
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed ``limit``: from Content-Length,
+    or while a chunked body streams in, so an oversized body is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def get_state(request: Request) -> Response:
     try:
         session = await _session(request)
@@ -93,13 +109,7 @@ async def patch_state(request: Request) -> Response:
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         ))
     try:
-        declared = request.headers.get("content-length")
-        limit = hub.settings.limits.max_frame_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise TooLarge(f"body larger than {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            raise TooLarge(f"body larger than {limit} bytes")
+        body = await _read_body(request, hub.settings.limits.max_frame_bytes)
         session = await _session(request, write=True)
         ops = parse_ops(loads(body), "immer" if content_type == JSON else "json-patch",
                         hub.settings.limits)

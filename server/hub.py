@@ -243,6 +243,7 @@ class Session:
                     items.append(nxt)
                     self.inbox.popleft()
                 await self._round(items)
+                await asyncio.sleep(0)  # let the senders drain what this round queued
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a store failure: nothing of this round was acknowledged
@@ -504,8 +505,7 @@ class Session:
                 frames = self._snapshot_frames(sub)
             if not sub.lesson:
                 frames.append(encode_synced(self.published))
-            for frame in frames:
-                sub.outbox.put(frame)
+            sub.outbox.put_backlog(frames)
             self.subscribers.add(sub)
 
         await self._between_rounds(start)
@@ -619,8 +619,9 @@ class Hub:
 
     def new_document(self, state: Any, version: int) -> Document:
         limits = self.settings.limits
+        # a batch as applied may be 4x the frame it came in (move, copy and length expand it)
         return Document(state, version, self.settings.max_base_lag, limits.max_document_bytes,
-                        limits.max_depth)
+                        limits.max_depth, limits.max_ops, 4 * limits.max_frame_bytes)
 
     async def session(self, doc_id: str) -> Session:
         session = self.sessions.get(doc_id)

@@ -4,7 +4,8 @@ The apply path only ever calls :meth:`Outbox.put`, which appends to a deque and 
 one slow client cannot delay a document or the other clients. A per-connection sender task
 (:meth:`Outbox.run`) takes everything queued since its last send and writes it as one frame: a
 JSON array of messages (protocol 1) or one concatenated bare array (lesson mode). A client whose
-queue exceeds its bounds is closed with 1013; it can resume with ``since`` and lose nothing.
+queue exceeds its bounds while its socket is backed up is closed with 1013; it can resume with
+``since`` and lose nothing.
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ class Outbox:
         lesson: bool = False,
         max_messages: int = 10_000,
         max_bytes: int = 16 << 20,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self._send_text = send_text
         self.lesson = lesson
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self._on_sent = on_sent
         self._queue: deque[str] = deque()
         self._bytes = 0
+        # the catch-up at the front of the queue is not counted against the bounds: it is
+        # bounded by the retention window, and a resuming client is by definition behind
+        self._backlog = 0
+        self._backlog_bytes = 0
+        self._sending = False
         self._wakeup = asyncio.Event()
         self.closed = False
         self.done = asyncio.Event()
@@ -50,14 +58,35 @@ class Outbox:
         return len(self._queue)
 
     def put(self, frame: str) -> None:
-        """Queue one message (never blocks). Over the bounds, the connection is closed."""
+        """Queue one live message (never blocks).
+
+        A client is too slow when its queue is over the bounds while a send to it is still in
+        progress (its socket is backed up): it is closed with 1013. A queue that only grew
+        because the sender has not been scheduled yet is not a slow client."""
         if self.closed:
             return
         self._queue.append(frame)
         self._bytes += len(frame)
-        if len(self._queue) > self.max_messages or self._bytes > self.max_bytes:
+        if self._sending and (
+            len(self._queue) - self._backlog > self.max_messages
+            or self._bytes - self._backlog_bytes > self.max_bytes
+        ):
             self.shutdown(CloseCode.TRY_AGAIN_LATER, "outbound queue overflow: resume with since")
             return
+        self._wakeup.set()
+
+    def put_backlog(self, frames: list[str]) -> None:
+        """Queue a catch-up (snapshot or resumed patches) ahead of any live message."""
+        if self.closed:
+            return
+        # behind any earlier backlog, ahead of live messages (the catch-up comes first)
+        live = [self._queue.pop() for _ in range(len(self._queue) - self._backlog)]
+        for frame in frames:
+            self._queue.append(frame)
+            self._bytes += len(frame)
+            self._backlog += 1
+            self._backlog_bytes += len(frame)
+        self._queue.extend(reversed(live))
         self._wakeup.set()
 
     def shutdown(self, code: int | None, reason: str = "") -> None:
@@ -68,17 +97,20 @@ class Outbox:
         self.closed = True
         self.close_code, self.close_reason = code, reason
         self._queue.clear()
-        self._bytes = 0
+        self._bytes = self._backlog = self._backlog_bytes = 0
         self._wakeup.set()
         self.done.set()
 
     def _take(self) -> str:
-        frames = [self._queue.popleft()]
-        size = len(frames[0])
-        while self._queue and size + len(self._queue[0]) <= MAX_COALESCED:
+        frames: list[str] = []
+        size = 0
+        while self._queue and (not frames or size + len(self._queue[0]) <= MAX_COALESCED):
             frame = self._queue.popleft()
             size += len(frame)
             frames.append(frame)
+            if self._backlog:
+                self._backlog -= 1
+                self._backlog_bytes -= len(frame)
         self._bytes -= size
         return coalesce_bare(frames) if self.lesson else coalesce(frames)
 
@@ -90,6 +122,12 @@ class Outbox:
             self._wakeup.clear()
             while self._queue and not self.closed:
                 frame = self._take()
-                await self._send_text(frame)
+                self._sending = True
+                try:
+                    await self._send_text(frame)
+                finally:
+                    self._sending = False
                 self.sent_frames += 1
                 self.sent_bytes += len(frame)
+                if self._on_sent is not None:
+                    self._on_sent(len(frame))

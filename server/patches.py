@@ -99,8 +99,8 @@ def check_value(value: Any, limits: Limits, at_depth: int = 0) -> None:
             for key, child in item.items():
                 if key in RESERVED_KEYS:
                     raise Forbidden(f"reserved key {key!r} in a value")
-                if len(key) > max_key:
-                    raise TooLarge(f"object key longer than {max_key} characters")
+                if utf8_longer_than(key, max_key):
+                    raise TooLarge(f"object key longer than {max_key} bytes")
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1))
                 else:
@@ -131,12 +131,19 @@ def depth_of(value: Any) -> int:
     return deepest
 
 
+def utf8_longer_than(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8 (encodes only when in doubt)."""
+    if len(text) > limit:
+        return True
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 def _check_scalar(item: Any, max_str: int) -> None:
     if isinstance(item, float):
         if not math.isfinite(item):
             raise InvalidInput("numbers must be finite")
-    elif isinstance(item, str) and len(item) > max_str:
-        raise TooLarge(f"string longer than {max_str} characters")
+    elif isinstance(item, str) and utf8_longer_than(item, max_str):
+        raise TooLarge(f"string longer than {max_str} bytes")
 
 
 def _check_segments(path: tuple[Segment, ...], limits: Limits) -> None:
@@ -146,8 +153,8 @@ def _check_segments(path: tuple[Segment, ...], limits: Limits) -> None:
         if isinstance(seg, str):
             if seg in RESERVED_KEYS:
                 raise Forbidden(f"reserved key {seg!r} in a path")
-            if len(seg) > limits.max_key_bytes:
-                raise TooLarge(f"path segment longer than {limits.max_key_bytes} characters")
+            if utf8_longer_than(seg, limits.max_key_bytes):
+                raise TooLarge(f"path segment longer than {limits.max_key_bytes} bytes")
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -94,7 +95,8 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
     log = ConnectionLog(logger, {"conn": next(_ids), "doc": params.doc,
                                  "client": params.client or "-"})
     outbox = Outbox(websocket.send_text, lesson=lesson,
-                    max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes)
+                    max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes,
+                    on_sent=hub.metrics.bytes_out.inc)
     sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ)
     bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None
     mode = "lesson" if lesson else "protocol"
@@ -105,11 +107,11 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
         await _serve(websocket, session, sub, params, bucket, log)
     finally:
         hub.metrics.connections.labels(mode).dec()
-        hub.metrics.bytes_out.inc(outbox.sent_bytes)
 
 
 async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
     code = CloseCode.INTERNAL_ERROR if exc.http_status >= 500 else CloseCode.POLICY_VIOLATION
+    logger.warning("refused path=%s code=%s: %s", websocket.url.path, exc.code.value, exc.message)
     with contextlib.suppress(Exception):
         await websocket.send_text(encode_error(exc))
         await websocket.close(code, exc.message[:120])
@@ -119,17 +121,19 @@ async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params
                  bucket: TokenBucket | None, log: ConnectionLog) -> None:
     outbox = sub.outbox
     sender = asyncio.create_task(outbox.run())
-    receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
     closed = asyncio.create_task(outbox.done.wait())
+    receiver: asyncio.Task[None] | None = None
     try:
-        await session.join(sub, params.since, params.epoch)
+        await session.join(sub, params.since, params.epoch)  # the catch-up is queued first
+        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
         await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
     except ServerError as exc:  # the store failed while catching up
         outbox.put(encode_error(exc))
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
         session.leave(sub)
-        receiver.cancel()
+        if receiver is not None:
+            receiver.cancel()
         closed.cancel()
         code = outbox.close_code
         if code is None:  # the client went away, or the sender failed: nothing more to send
@@ -191,7 +195,7 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         wait = bucket.take()
         if wait > 0:
             session.reject_now(sub, request.id, RateLimited(
-                "too many batches: slow down", retry_after=round(wait, 3)))
+                "too many batches: slow down", retry_after=math.ceil(wait * 1000) / 1000))
             return
     if sub.read_only:
         session.reject_now(sub, request.id, Forbidden("this connection is read-only"))
