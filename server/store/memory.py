@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from .base import CommitResult, LogEntry, StoredDocument
 
@@ -53,7 +54,12 @@ class MemoryStore:
         )
 
     async def commit(self, doc: str, entries: list[LogEntry]) -> list[CommitResult]:
-        self._docs.setdefault(doc, _Doc()).entries.extend(entries)
+        # exact-size copies: orjson's output keeps its (larger) buffer, about 1 KiB each
+        self._docs.setdefault(doc, _Doc()).entries.extend(
+            replace(e, json_patch=memoryview(e.json_patch).tobytes(),
+                    immer=memoryview(e.immer).tobytes())
+            for e in entries
+        )
         return [None] * len(entries)
 
     async def snapshot(self, doc: str, version: int, state: bytes, keep: int) -> int:

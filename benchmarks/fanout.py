@@ -1,0 +1,317 @@
+"""fanout: one document, S subscribers and one writer; patches delivered per second and latency.
+
+Side by side in the same run, each on a fresh server per run:
+
+- ``lesson``: the Node ``ws`` lesson relay (``relay/lesson_relay.mjs``), no authority;
+- ``starlette``: the same relay in Python (``relay/starlette_relay.py`` under uvicorn), no
+  authority: the cost of Python;
+- ``ours``: our server with the memory store (the relays persist nothing either), and
+  ``ours-sqlite`` with the durable default store: the cost of authority (and of durability).
+
+The load generator (``node/fanout_client.mjs``) is one Node process holding the S subscribers and
+the writer; every patch carries its send time. Phase ``saturate`` keeps a window of patches in
+flight (throughput at saturation, and the latency at that load); phase ``paced`` sends at a
+fixed rate below saturation (latency). The CPU use of the server and of the load generator is
+reported for each phase (1.0 = one core busy): the side near 1.0 is the one saturated.
+
+    python -m benchmarks.fanout [--quick] [--subscribers 10,100,1000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .harness import (
+    QUIET_TIMEOUT,
+    Proc,
+    lesson_relay,
+    our_server,
+    run_node,
+    starlette_relay,
+    wait_for_quiet,
+)
+
+DOC = "fanout"
+SUBSCRIBERS = (10, 100, 1000)
+TARGET_S = 100
+LABELS = {
+    "lesson": "lesson relay (Node ws)",
+    "starlette": "lesson relay (Starlette)",
+    "ours": "ours (memory store)",
+    "ours-sqlite": "ours (SQLite store)",
+}
+
+
+def paced_rate(subscribers: int) -> int:
+    """Offered patches/s in the paced phase: 2,000-20,000 deliveries/s, below saturation."""
+    return max(10, min(200, 20_000 // subscribers))
+
+
+def _servers(tmp: Path) -> dict[str, Callable[[str], AbstractContextManager[Proc]]]:
+    counter = iter(range(1_000_000))
+
+    def sqlite(name: str) -> AbstractContextManager[Proc]:
+        db = tmp / f"fanout-{next(counter)}.db"
+        return our_server(name, ["--store", f"sqlite:///{db}"])
+
+    return {
+        "lesson": lesson_relay,
+        "starlette": starlette_relay,
+        "ours": lambda name: our_server(name, ["--store", "memory://"]),
+        "ours-sqlite": sqlite,
+    }
+
+
+def _urls(target: str, proc: Proc) -> tuple[str, str]:
+    if target in ("lesson", "starlette"):
+        return proc.ws + "/", proc.ws + "/"
+    return f"{proc.ws}/ws/{DOC}", f"{proc.ws}/ws/{DOC}"
+
+
+def one_run(
+    target: str,
+    server: Callable[[str], AbstractContextManager[Proc]],
+    s: int,
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    with server(f"fanout-{target}-{s}") as proc:
+        background = wait_for_quiet()
+        url, writer = _urls(target, proc)
+        out = run_node(
+            "fanout_client.mjs",
+            {
+                "target": "lesson" if target in ("lesson", "starlette") else "ours",
+                "url": url,
+                "writerUrl": writer,
+                "subscribers": s,
+                "window": timing["window"],
+                "warmupS": timing["warmup"],
+                "saturateS": timing["seconds"],
+                "pacedRate": paced_rate(s),
+                "pacedS": timing["seconds"],
+                "payloadBytes": 100,
+                "serverPid": proc.pid,
+            },
+            timeout=600,
+        )
+        out["server_rss"] = proc.rss()
+        out["background_before"] = background
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len(runs), "undelivered": sum(r["undelivered"] for r in runs)}
+    for name in ("saturate", "paced"):
+        phases = [
+            p
+            for r in runs
+            for p in r["phases"]
+            if p["phase"] == name and p["latency_ms"]["samples"]
+        ]
+        if not phases:
+            continue
+        out[name] = {
+            "patches_per_s": report.median([p["patches_per_s"] for p in phases]),
+            "patches_per_s_runs": [p["patches_per_s"] for p in phases],
+            "deliveries_per_s": report.median([p["deliveries_per_s"] for p in phases]),
+            "p50_ms": report.median([p["latency_ms"]["p50"] for p in phases]),
+            "p99_ms": report.median([p["latency_ms"]["p99"] for p in phases]),
+            "max_ms": report.median([p["latency_ms"]["max"] for p in phases]),
+            "cpu_server": report.median([p["cpu_server"] for p in phases]),
+            "cpu_client": report.median([p["cpu_client"] for p in phases]),
+            "cpu_other": report.median([p["cpu_other"] for p in phases]),
+            "offered_patches_per_s": phases[0].get("offered_patches_per_s"),
+        }
+    out["server_rss"] = report.median([r["server_rss"] for r in runs])
+    return out
+
+
+def assess(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    s = TARGET_S if TARGET_S in results else max(results)
+    row = results[s]
+    out = []
+    lesson = row["lesson"]
+    for target in ("ours", "ours-sqlite"):
+        if target not in row:
+            continue
+        ours = row[target]
+        ratio = ours["saturate"]["patches_per_s"] / lesson["saturate"]["patches_per_s"]
+        out.append(
+            {
+                "target": f"{LABELS[target]}, S={s}: patches/s >= the Node lesson relay's",
+                "measured": ratio,
+                "unit": "x the relay",
+                "met": ratio >= 1.0,
+                "how_far": "met" if ratio >= 1.0 else f"missed by {1 / ratio:.2f}x",
+            }
+        )
+        for phase in ("saturate", "paced"):
+            q = ours[phase]["p99_ms"] / lesson[phase]["p99_ms"]
+            out.append(
+                {
+                    "target": f"{LABELS[target]}, S={s}: p99 latency ({phase}) <= the relay's",
+                    "measured": q,
+                    "unit": "x the relay",
+                    "met": q <= 1.0,
+                    "how_far": "met" if q <= 1.0 else f"missed by {q:.2f}x",
+                }
+            )
+    return out
+
+
+def _cpus(p: dict[str, Any]) -> str:
+    return f"{p['cpu_server']:.2f} / {p['cpu_client']:.2f} / {p['cpu_other']:.2f}"
+
+
+def print_tables(
+    results: dict[int, dict[str, dict[str, Any]]], verdicts: list[dict[str, Any]]
+) -> str:
+    rows = []
+    for s, by_target in results.items():
+        lesson = by_target["lesson"]["saturate"]["patches_per_s"]
+        for target, x in by_target.items():
+            sat, paced = x["saturate"], x["paced"]
+            rows.append(
+                [
+                    s,
+                    LABELS[target],
+                    sat["patches_per_s"],
+                    sat["deliveries_per_s"],
+                    sat["patches_per_s"] / lesson,
+                    sat["p50_ms"],
+                    sat["p99_ms"],
+                    _cpus(sat),
+                    report.saturated_side(sat["cpu_server"], sat["cpu_client"], sat["cpu_other"]),
+                    f"{paced['patches_per_s']:.0f}/{paced['offered_patches_per_s']}",
+                    paced["p50_ms"],
+                    paced["p99_ms"],
+                    _cpus(paced),
+                ]
+            )
+    text = report.table(
+        [
+            "S",
+            "target",
+            "patches/s (saturated)",
+            "deliveries/s",
+            "x Node relay",
+            "p50 ms",
+            "p99 ms",
+            "CPU server / loadgen / other",
+            "saturated side",
+            "paced: delivered/offered",
+            "paced p50 ms",
+            "paced p99 ms",
+            "paced CPU server / loadgen / other",
+        ],
+        rows,
+    )
+    text += "\n\n### targets\n\n" + report.table(
+        ["target", "measured", "status"],
+        [[v["target"], f"{v['measured']:.2f} {v['unit']}", v["how_far"]] for v in verdicts],
+    )
+    print(text)
+    return text
+
+
+def plot(
+    results: dict[int, dict[str, dict[str, Any]]], path: Path, machine: dict[str, Any]
+) -> None:
+    fig, axes = report.new_figure(3, "Fan-out: one writer, S subscribers", width=5.2)
+    subs = list(results)
+    targets = list(dict.fromkeys(t for r in results.values() for t in r))
+    width = 0.8 / len(targets)
+    for k, target in enumerate(targets):
+        xs = [i + (k - (len(targets) - 1) / 2) * width for i in range(len(subs))]
+        rows = [results[s].get(target) for s in subs]
+        axes[0].bar(
+            xs,
+            [r["saturate"]["patches_per_s"] if r else 0 for r in rows],
+            width,
+            label=LABELS[target],
+        )
+        axes[1].bar(
+            xs, [r["saturate"]["p99_ms"] if r else 0 for r in rows], width, label=LABELS[target]
+        )
+        axes[2].bar(
+            xs, [r["paced"]["p99_ms"] if r else 0 for r in rows], width, label=LABELS[target]
+        )
+    titles = (
+        "patches/s delivered to all S (saturated)",
+        "p99 latency at saturation (ms)",
+        "p99 latency, paced (ms)",
+    )
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xticks(range(len(subs)), [f"S={s}" for s in subs])
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    report.save_figure(fig, path, report.machine_line(machine))
+
+
+def run(
+    quick: bool = False,
+    subscribers: tuple[int, ...] | None = None,
+    runs: int | None = None,
+    targets: tuple[str, ...] = tuple(LABELS),
+) -> dict[str, Any]:
+    subscribers = subscribers or ((10,) if quick else SUBSCRIBERS)
+    runs = runs or (1 if quick else 3)
+    timing = {"warmup": 0.5 if quick else 1.0, "seconds": 1.0 if quick else 3.0, "window": 32}
+    if quick:
+        QUIET_TIMEOUT.update(seconds=3.0, budget=15.0)
+    machine = report.machine()
+    print(f"fanout on {report.machine_line(machine)}\n{runs} runs, {timing}\n")
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
+        servers = _servers(Path(tmp))
+        for s in subscribers:
+            samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            for k in range(runs):
+                for target in targets:  # interleaved, so drift hits every target alike
+                    print(f"  S={s} run {k + 1}/{runs} {target} ...", flush=True)
+                    samples[target].append(one_run(target, servers[target], s, timing))
+            results[s] = {t: summarize(v) for t, v in samples.items()}
+    verdicts = assess(results)
+    out = report.results_dir(quick)
+    text = print_tables(results, verdicts)
+    data = {
+        "benchmark": "fanout",
+        "machine": machine,
+        "runs": runs,
+        "timing": timing,
+        "paced_rates": {s: paced_rate(s) for s in subscribers},
+        "results": {str(s): r for s, r in results.items()},
+        "targets": verdicts,
+    }
+    report.write_json(out / "fanout.json", data)
+    report.write_text(out / "fanout.md", f"Machine: {report.machine_line(machine)}\n\n{text}")
+    plot(results, out / "fanout.png", machine)
+    print(f"\nwrote {out / 'fanout.json'}, {out / 'fanout.png'}")
+    return data
+
+
+def _ints(text: str) -> Iterator[int]:
+    return (int(x) for x in text.split(","))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="fan-out throughput and latency vs the relays")
+    parser.add_argument("--quick", action="store_true", help="S=10 only, one short run")
+    parser.add_argument("--subscribers", help="comma-separated S values (default 10,100,1000)")
+    parser.add_argument("--runs", type=int, help="runs per configuration (median; default 3)")
+    parser.add_argument("--targets", default=",".join(LABELS))
+    args = parser.parse_args(argv)
+    subs = tuple(_ints(args.subscribers)) if args.subscribers else None
+    run(args.quick, subs, args.runs, tuple(args.targets.split(",")))
+
+
+if __name__ == "__main__":
+    main()
