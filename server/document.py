@@ -408,7 +408,10 @@ class Document:
         batch.rollback()
         self.size -= applied.delta
         self.version -= 1
-        self._history.pop()
+        # a round can stage more batches than the history keeps: the entry may be gone already
+        # (bases from before what remains are then refused as too old, never accepted wrongly)
+        if self._history and self._history[-1][0] == self.version + 1:
+            self._history.pop()
 
     def record(self, applied: Applied) -> None:
         """Account for a batch applied elsewhere (replayed from a log) in the base history."""
