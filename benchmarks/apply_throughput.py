@@ -123,26 +123,34 @@ async def writer(
 
 
 async def measure(
-    url: str, count: int, writers: int, window: int, warmup: float, seconds: float, server_pid: int
+    url: str | list[str], count: int, writers: int, window: int, warmup: float, seconds: float,
+    server_pid: int | list[int],
 ) -> dict[str, Any]:
+    """W writers on ``url`` (or spread round-robin over several servers' URLs); the server CPU
+    is that of ``server_pid`` (or the sum over several)."""
+    urls = [url] if isinstance(url, str) else url
+    pids = [server_pid] if isinstance(server_pid, int) else server_pid
     run = Run()
     go = asyncio.Event()
     readies = [asyncio.Event() for _ in range(writers)]
     tasks = [
-        asyncio.create_task(writer(url, count, window, 1000 + k, run, readies[k], go))
+        asyncio.create_task(
+            writer(urls[k % len(urls)], count, window, 1000 + k, run, readies[k], go)
+        )
         for k in range(writers)
     ]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
     go.set()
     await asyncio.sleep(warmup)
-    cpu_client0, cpu_server0, t0 = time.process_time(), cpu_seconds(server_pid), time.perf_counter()
+    cpu_client0, t0 = time.process_time(), time.perf_counter()
+    cpu_server0 = sum(cpu_seconds(p) for p in pids)
     sys0 = system_busy()[0]
     run.measuring = True
     await asyncio.sleep(seconds)
     run.measuring = False
     elapsed = time.perf_counter() - t0
     cpu_client = (time.process_time() - cpu_client0) / elapsed
-    cpu_server = (cpu_seconds(server_pid) - cpu_server0) / elapsed
+    cpu_server = (sum(cpu_seconds(p) for p in pids) - cpu_server0) / elapsed
     cpu_all = (system_busy()[0] - sys0) / elapsed
     run.stopping = True
     await asyncio.wait_for(asyncio.gather(*tasks), 120)

@@ -18,7 +18,6 @@ what a second process buys when cores are scarce; the results say which side was
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import shutil
 import socket
@@ -33,8 +32,8 @@ from typing import Any
 import orjson
 
 from . import report, workloads
-from .apply_throughput import Run, _run, writer
-from .harness import cpu_seconds, free_port, our_server, run_node, system_busy, wait_for_quiet
+from .apply_throughput import _run, measure
+from .harness import free_port, our_server, run_node, wait_for_quiet
 
 DOC = "scaleout"
 APPLY_DOC_BYTES = 100_000
@@ -99,36 +98,6 @@ def fanout_once(store: str, procs: int, s: int, timing: dict[str, float]) -> dic
     }
 
 
-async def _apply(urls: list[str], pids: list[int], writers: int, timing: dict[str, float],
-                 items: int) -> dict[str, Any]:
-    run = Run()
-    go = asyncio.Event()
-    readies = [asyncio.Event() for _ in range(writers)]
-    tasks = [asyncio.create_task(writer(urls[k % len(urls)], items, int(timing["window"]),
-                                        2000 + k, run, readies[k], go))
-             for k in range(writers)]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
-    go.set()
-    await asyncio.sleep(timing["warmup"])
-    cpu0, sys0, t0 = sum(cpu_seconds(p) for p in pids), system_busy()[0], time.perf_counter()
-    run.measuring = True
-    await asyncio.sleep(timing["seconds"])
-    run.measuring = False
-    elapsed = time.perf_counter() - t0
-    cpu_server = (sum(cpu_seconds(p) for p in pids) - cpu0) / elapsed
-    cpu_all = (system_busy()[0] - sys0) / elapsed
-    run.stopping = True
-    await asyncio.wait_for(asyncio.gather(*tasks), 120)
-    lat = sorted(run.latencies)
-    return {
-        "acked_per_s": run.acked / elapsed,
-        "rejected": run.rejected,
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None,
-        "cpu_server": cpu_server,
-        "cpu_all": cpu_all,
-    }
-
-
 def apply_once(store: str, procs: int, writers: int, timing: dict[str, float]) -> dict[str, Any]:
     """Small edits on a 100 KB document (``apply_throughput``'s workload)."""
     doc = workloads.sized_doc(APPLY_DOC_BYTES)
@@ -138,8 +107,12 @@ def apply_once(store: str, procs: int, writers: int, timing: dict[str, float]) -
         with servers(store, procs, f"scaleout-apply-{procs}", "--initial-state",
                      state.name) as group:
             wait_for_quiet()
-            return _run(_apply([f"{p.ws}/ws/{DOC}" for p in group], [p.pid for p in group],
-                               writers, timing, len(doc["items"])))
+            result = _run(measure([f"{p.ws}/ws/{DOC}" for p in group], len(doc["items"]),
+                                  writers, int(timing["window"]), timing["warmup"],
+                                  timing["seconds"], [p.pid for p in group]))
+    return {"acked_per_s": result["acked_per_s"], "rejected": result["rejected"],
+            "p99_ms": result["ack_latency_ms_p99"], "cpu_server": result["cpu_server"],
+            "cpu_all": result["cpu_server"] + result["cpu_client"] + result["cpu_other"]}
 
 
 def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
