@@ -210,9 +210,12 @@ def our_server(name: str, args: Sequence[str] = (), **flags: str | int) -> Itera
 
 
 @contextmanager
-def lesson_relay(name: str = "lesson-relay") -> Iterator[Proc]:
+def lesson_relay(name: str = "lesson-relay", per_message: bool = False) -> Iterator[Proc]:
+    """The lesson relay; ``per_message``: a newcomer gets each stored message as its own frame."""
     port = free_port()
     cmd = [node(), str(RELAY_DIR / "lesson_relay.mjs"), str(port), "--exit-with-stdin"]
+    if per_message:
+        cmd.append("--per-message")
     proc = _spawn(name, cmd, port)
     try:
         _wait(proc, lambda: _port_open(port))

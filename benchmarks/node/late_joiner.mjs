@@ -6,6 +6,9 @@
 // Modes:
 //   lesson  the lesson relay: the first frame is the whole history (a flat array of patches),
 //           applied to {} with one applyPatches.
+//   lesson_pm  the lesson relay with --per-message: each stored message arrives as its own frame
+//           and is applied with applyPatches as it arrives (as the lesson's client does with
+//           each message), until `messagesExpected` (H) messages have been received.
 //   join    our server, protocol 1 (ws .../ws/DOC): `snapshot`, then `patch` messages (the
 //           tail), until `synced`. The patches of each frame are applied with one applyPatches.
 //   since0  our server, resume from version 0 (ws .../ws/DOC?since=0&epoch=E): every `patch`
@@ -64,6 +67,15 @@ function joinWs(url, mode) {
         state = applyPatches(state, msg);
         ws.removeAllListeners("close");
         done();
+        return;
+      }
+      if (mode === "lesson_pm") {
+        messages += 1;
+        state = applyPatches(state, msg);
+        if (messages >= opts.messagesExpected) {
+          ws.removeAllListeners("close");
+          done();
+        }
         return;
       }
       const list = Array.isArray(msg) ? msg : [msg];

@@ -24,7 +24,10 @@ const TIMEOUT_MS = opts.timeoutMs ?? 1_800_000;
 function openLesson(url) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 2 ** 31 });
-    ws.once("message", () => resolve(ws));
+    // the one-frame relay sends the (empty) history first; the per-message relay, with no
+    // history yet, sends nothing: ready once open
+    if (opts.perMessage) ws.once("open", () => resolve(ws));
+    else ws.once("message", () => resolve(ws));
     ws.once("error", reject);
   });
 }

@@ -4,6 +4,11 @@
 // relays each message as received to every other client, and sends each newcomer the whole
 // history in one frame (JSON.stringify(history)), which the client replays with applyPatches.
 //
+// With --per-message the relay keeps every message as received (the raw frame) and sends a
+// newcomer each stored message as its own frame, in order: the baseline of the benchmark issue
+// ("it keeps every message and sends each newcomer the whole history, each message as received").
+// Without the flag: the lesson's one-frame variant above.
+//
 // Differences from the lesson, none of which changes the algorithm: it listens on 127.0.0.1 on
 // the port given as the first argument (0: a free port, printed as "listening PORT"), it does not
 // console.log every message (that would only slow it down), and it stops on SIGTERM/SIGINT (and,
@@ -19,11 +24,16 @@ const connections = [];
 /** State as seen by server: every patch ever received */
 const history = [];
 
+/** --per-message: every message as received, in order */
+const perMessage = process.argv.includes("--per-message");
+const messages = [];
+
 wss.on("connection", function connection(ws) {
   connections.push(ws);
 
   ws.on("message", function incoming(message, isBinary) {
-    history.push(...JSON.parse(message));
+    if (perMessage) messages.push(isBinary ? message : message.toString());
+    else history.push(...JSON.parse(message));
     for (const client of connections) {
       if (client !== ws) client.send(message, { binary: isBinary });
     }
@@ -35,7 +45,8 @@ wss.on("connection", function connection(ws) {
   });
 
   /** Send initial state */
-  ws.send(JSON.stringify(history));
+  if (perMessage) for (const m of messages) ws.send(m);
+  else ws.send(JSON.stringify(history));
 });
 
 wss.on("listening", () => {
