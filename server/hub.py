@@ -210,10 +210,18 @@ class Session:
         """Answer a batch refused before it reached the document (malformed, rate limited,
         read-only). Everything published so far is already in the origin's queue."""
         self.metrics.rejected.labels(error.code.value).inc()
-        if origin.lesson:
-            origin.outbox.put(self.lesson_snapshot())
-        else:
+        if not origin.lesson:
             origin.outbox.put(encode_reject(msg_id, self.published, error))
+            return
+        # a lesson client gets the state again, taken between rounds so it is committed state
+
+        async def resend() -> None:
+            origin.outbox.put(self.lesson_snapshot())
+
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.inbox.append(_Task(resend, done))
+        self.wakeup.set()
 
     # -- the writer loop -----------------------------------------------------------------------
 

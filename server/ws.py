@@ -166,7 +166,7 @@ async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
             metrics.bytes_in.inc(len(message.get("bytes") or b""))
             metrics.frame_errors.inc()
             if sub.lesson:
-                sub.outbox.put(session.lesson_snapshot())
+                session.reject_now(sub, None, InvalidInput("frames must be JSON text"))
             else:
                 sub.outbox.put(encode_error(InvalidInput("frames must be JSON text")))
             continue
