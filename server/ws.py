@@ -127,8 +127,7 @@ async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params
         await session.join(sub, params.since, params.epoch)  # the catch-up is queued first
         receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
         await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
-    except ServerError as exc:  # the store failed while catching up
-        outbox.put(encode_error(exc))
+    except ServerError as exc:  # the store failed while catching up: the reason says so
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
         session.leave(sub)
