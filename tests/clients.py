@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 Message = dict[str, Any]
@@ -115,3 +117,12 @@ def apply_immer(state: Any, patches: list[Message]) -> Any:
             else:
                 parent[key] = copy.deepcopy(patch["value"])
     return state
+
+
+def closed_with(client: WsClient) -> int:
+    """Read until the server closes the connection; the close code it sent."""
+    with pytest.raises(ConnectionClosed) as info:
+        for _ in range(100):
+            client.recv()
+    assert info.value.rcvd is not None, "the server sent no close frame"
+    return info.value.rcvd.code

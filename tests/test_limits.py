@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
 
-from .clients import Message, WsClient
+from .clients import Message, WsClient, closed_with
 from .conftest import ServerFactory, ServerProcess
 
 MAX_FRAME, MAX_OPS, MAX_DEPTH, MAX_STRING, MAX_KEY, MAX_DOC = 4096, 5, 4, 16, 8, 2000
@@ -79,14 +78,6 @@ def peak_rss_kib(server: ServerProcess) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError("no VmHWM in /proc/PID/status")
-
-
-def closed_with(client: WsClient) -> int:
-    with pytest.raises(ConnectionClosed) as info:
-        for _ in range(100):
-            client.recv()
-    assert info.value.rcvd is not None, "the server sent no close frame"
-    return info.value.rcvd.code
 
 
 def padded_frame(client: WsClient, msg_id: int, size: int) -> str:

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .clients import WsClient
+from .clients import WsClient, closed_with
 from .conftest import ServerFactory, ServerProcess
 
 ADD_A = [{"op": "add", "path": ["a"], "value": 1}]
@@ -33,15 +33,6 @@ def refused_status(server: ServerProcess, path: str, **kwargs: Any) -> int:
                                                        **kwargs):
         pass
     return info.value.response.status_code
-
-
-def closed_with(client: WsClient) -> int:
-    """Read until the server closes the connection; the close code it sent."""
-    with pytest.raises(ConnectionClosed) as info:
-        for _ in range(100):
-            client.recv()
-    assert info.value.rcvd is not None, "the server sent no close frame"
-    return info.value.rcvd.code
 
 
 # -- origin ------------------------------------------------------------------------------------
