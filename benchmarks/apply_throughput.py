@@ -285,12 +285,8 @@ def run(
         "results": results,
         "targets": [verdict],
     }
-    report.write_json(out / "apply_throughput.json", data)
-    report.write_text(
-        out / "apply_throughput.md", f"Machine: {report.machine_line(machine)}\n\n{text}"
-    )
-    plot(results, out / "apply_throughput.png", machine)
-    print(f"\nwrote {out / 'apply_throughput.json'}, {out / 'apply_throughput.png'}")
+    report.publish(out, "apply_throughput", data, text, machine,
+                   lambda p: plot(results, p, machine))
     return data
 
 

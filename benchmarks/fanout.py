@@ -291,10 +291,7 @@ def run(
         "results": {str(s): r for s, r in results.items()},
         "targets": verdicts,
     }
-    report.write_json(out / "fanout.json", data)
-    report.write_text(out / "fanout.md", f"Machine: {report.machine_line(machine)}\n\n{text}")
-    plot(results, out / "fanout.png", machine)
-    print(f"\nwrote {out / 'fanout.json'}, {out / 'fanout.png'}")
+    report.publish(out, "fanout", data, text, machine, lambda p: plot(results, p, machine))
     return data
 
 

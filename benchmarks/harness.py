@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,30 +210,28 @@ def our_server(name: str, args: Sequence[str] = (), **flags: str | int) -> Itera
 
 
 @contextmanager
-def lesson_relay(name: str = "lesson-relay", per_message: bool = False) -> Iterator[Proc]:
+def _relay(name: str, cmd: Callable[[int], list[str]]) -> Iterator[Proc]:
+    """A relay listening on a free port (``cmd(port)``), ready once the port accepts."""
+    port = free_port()
+    proc = _spawn(name, cmd(port), port)
+    try:
+        _wait(proc, lambda: _port_open(port))
+        yield proc
+    finally:
+        proc.stop()
+
+
+def lesson_relay(name: str = "lesson-relay", per_message: bool = False
+                 ) -> AbstractContextManager[Proc]:
     """The lesson relay; ``per_message``: a newcomer gets each stored message as its own frame."""
-    port = free_port()
-    cmd = [node(), str(RELAY_DIR / "lesson_relay.mjs"), str(port), "--exit-with-stdin"]
-    if per_message:
-        cmd.append("--per-message")
-    proc = _spawn(name, cmd, port)
-    try:
-        _wait(proc, lambda: _port_open(port))
-        yield proc
-    finally:
-        proc.stop()
+    flags = ["--per-message"] if per_message else []
+    return _relay(name, lambda port: [node(), str(RELAY_DIR / "lesson_relay.mjs"), str(port),
+                                      "--exit-with-stdin", *flags])
 
 
-@contextmanager
-def starlette_relay(name: str = "starlette-relay") -> Iterator[Proc]:
-    port = free_port()
-    cmd = [sys.executable, str(RELAY_DIR / "starlette_relay.py"), "--port", str(port)]
-    proc = _spawn(name, cmd, port)
-    try:
-        _wait(proc, lambda: _port_open(port))
-        yield proc
-    finally:
-        proc.stop()
+def starlette_relay(name: str = "starlette-relay") -> AbstractContextManager[Proc]:
+    return _relay(name, lambda port: [sys.executable, str(RELAY_DIR / "starlette_relay.py"),
+                                      "--port", str(port)])
 
 
 def run_node(script: str, opts: dict[str, Any], timeout: float = 1800.0) -> dict[str, Any]:

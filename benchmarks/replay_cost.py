@@ -448,10 +448,7 @@ def run(
         "results": results,
         "targets": verdicts,
     }
-    report.write_json(out / "replay_cost.json", data)
-    report.write_text(out / "replay_cost.md", f"Machine: {report.machine_line(machine)}\n\n{text}")
-    plot(results, out / "replay_cost.png", machine)
-    print(f"\nwrote {out / 'replay_cost.json'}, {out / 'replay_cost.png'}")
+    report.publish(out, "replay_cost", data, text, machine, lambda p: plot(results, p, machine))
     return data
 
 

@@ -139,6 +139,17 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
+def publish(out: Path, name: str, data: dict[str, Any], text: str, machine: dict[str, Any],
+            plot: Any = None) -> None:
+    """Write a benchmark's ``NAME.json``, ``NAME.md`` (its tables under the machine line) and,
+    given a ``plot(path)``, ``NAME.png``."""
+    write_json(out / f"{name}.json", data)
+    write_text(out / f"{name}.md", f"Machine: {machine_line(machine)}\n\n{text}")
+    if plot is not None:
+        plot(out / f"{name}.png")
+    print(f"\nwrote {out / name}.json, .md" + (", .png" if plot is not None else ""))
+
+
 def new_figure(ncols: int, title: str, width: float = 6.0) -> tuple[Any, Any]:
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4.4), squeeze=False)
     fig.suptitle(title, fontsize=11)

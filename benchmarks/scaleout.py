@@ -141,9 +141,8 @@ def run(quick: bool = False, runs: int = 3) -> dict[str, Any]:
                             results.append(once(store, max(procs, 1), n, timing))
                     rows.append({"kind": kind, "setup": label, "n": n, **_median_of(results)})
     text = print_table(rows, machine)
-    report.write_json(out_dir / "scaleout.json", {"machine": machine, "results": rows})
-    report.write_text(out_dir / "scaleout.md", text)
-    plot(rows, out_dir / "scaleout.png", machine)
+    report.publish(out_dir, "scaleout", {"machine": machine, "results": rows}, text, machine,
+                   lambda p: plot(rows, p, machine))
     return {"machine": machine, "results": rows}
 
 

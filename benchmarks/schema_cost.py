@@ -93,8 +93,7 @@ def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
     ])
     print(text)
     out = report.results_dir(quick)
-    report.write_json(out / "schema_cost.json", {"machine": machine, "results": rows})
-    report.write_text(out / "schema_cost.md", text)
+    report.publish(out, "schema_cost", {"machine": machine, "results": rows}, text, machine)
     return {"machine": machine, "results": rows}
 
 
