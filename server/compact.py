@@ -59,13 +59,12 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
                         end += 1
                     if end - i >= 2:
                         rewritten = run.rewrite(ops[i:end], parent)
-                        if rewritten is not None:
-                            out.extend(rewritten)
-                            changed = True
-                            # as if the array itself was written: coarser, and O(1) a run
-                            _touch(Op("replace", parent), touched_paths, touched_prefixes)
-                            i = end
-                            continue
+                        changed = changed or rewritten is not None
+                        out.extend(ops[i:end] if rewritten is None else rewritten)
+                        # as if the array itself was written: coarser, and O(1) a run
+                        _touch(Op("replace", parent), touched_paths, touched_prefixes)
+                        i = end
+                        continue
         out.append(op)
         _touch(op, touched_paths, touched_prefixes)
         i += 1
@@ -122,18 +121,22 @@ def _key(value: Any) -> bytes:
 class _Run:
     """A cascade on one array being read: the array's length and the values written where."""
 
-    __slots__ = ("base", "length", "low", "written")
+    __slots__ = ("base", "immer", "length", "written")
 
     def __init__(self, base: list[Any]) -> None:
         self.base = base
         self.length = len(base)
-        self.low = len(base)  # the shortest the array became
         self.written: dict[int, Any] = {}
+        self.immer: bool | None = None  # the run's semantics, Immer or RFC 6902, are one
 
     def take(self, op: Op, parent: tuple[Segment, ...], tokens: Tokens) -> bool:
         """Account for ``op`` if it continues the run (and changes nothing otherwise)."""
         path = op.path
         if op.op not in ("add", "remove", "replace") or len(path) != len(parent) + 1:
+            return False
+        if self.immer is None:
+            self.immer = op.immer
+        elif op.immer != self.immer:
             return False
         if path[:-1] != parent and tuple(map(str, path[:-1])) != tokens:
             return False
@@ -146,7 +149,6 @@ class _Run:
             if any(k >= n for k in self.written):
                 self.written = {k: v for k, v in self.written.items() if k < n}
             self.length = n
-            self.low = min(self.low, n)
             return True
         idx = self.length if (last == "-" and op.op == "add" and not op.immer) else _index(last)
         if idx is None:
@@ -159,14 +161,13 @@ class _Run:
         elif op.op == "remove" and idx == self.length - 1 and self.length > 0:
             self.written.pop(idx, None)
             self.length -= 1
-            self.low = min(self.low, self.length)
         else:
             return False
         return True
 
     def rewrite(self, run: list[Op], parent: tuple[Segment, ...]) -> list[Op] | None:
         try:
-            edits = shortest_edits(self.base, self.length, self.low, self.written, len(run), _key)
+            edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
         except orjson.JSONEncodeError:
             return None
         if edits is None or len(edits) >= len(run):
@@ -189,7 +190,6 @@ class _Run:
 def shortest_edits(
     base: list[Any],
     length: int,
-    low: int,
     written: dict[int, Any],
     budget: int,
     key: Callable[[Any], Any],
@@ -197,7 +197,7 @@ def shortest_edits(
     """Index edits turning ``base`` into the array a cascade makes, or None if too costly.
 
     The result array has ``length`` elements: ``written[k]`` where written, else ``base[k]``
-    (every index at or above ``low``, the shortest the array became, is written). ``key`` maps a
+    (an unwritten index was never cut off, so it still holds the base's element). ``key`` maps a
     value to something hashable that is equal exactly for interchangeable values. ``budget``,
     the run's operation count, bounds the elements read beyond those named: a common prefix and
     suffix are kept, and only the middle between them is diffed, greedily.

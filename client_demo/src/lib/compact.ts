@@ -38,10 +38,10 @@ export function compactPatches(base: unknown, patches: Patch[]): Patch[] {
         const run = new Run(array, parent)
         let end = i
         while (end < patches.length && run.take(patches[end]!)) end++
-        const rewritten = end - i >= 2 ? run.rewrite(patches, i, end) : undefined
-        if (rewritten) {
-          out ??= patches.slice(0, i)
-          out.push(...rewritten)
+        if (end - i >= 2) {
+          const rewritten = run.rewrite(patches, i, end)
+          if (rewritten) out ??= patches.slice(0, i)
+          if (out) for (const p of rewritten ?? patches.slice(i, end)) out.push(p)
           touch(parent) // as if the array itself was written: coarser, and O(1) a run
           i = end
           continue
