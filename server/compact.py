@@ -146,7 +146,10 @@ class _Run:
             n = op.value
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.length:
                 return False
-            if any(k >= n for k in self.written):
+            if self.length - n < len(self.written):  # cut what was written: the cheaper way
+                for k in range(n, self.length):
+                    self.written.pop(k, None)
+            else:
                 self.written = {k: v for k, v in self.written.items() if k < n}
             self.length = n
             return True

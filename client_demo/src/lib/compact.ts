@@ -116,7 +116,8 @@ class Run {
     if (patch.op === "replace" && last === "length") {
       const n: unknown = patch.value
       if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > this.length) return false
-      for (const k of [...this.written.keys()]) if (k >= n) this.written.delete(k)
+      if (this.length - n < this.written.size) for (let k = n; k < this.length; k++) this.written.delete(k)
+      else for (const k of [...this.written.keys()]) if (k >= n) this.written.delete(k)
       this.length = n
       return true
     }
