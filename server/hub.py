@@ -290,7 +290,7 @@ class Session:
             outcomes = outcomes[:cut]
         for outcome, item in zip(outcomes, items, strict=False):
             if isinstance(outcome, _Staged):
-                self._publish(outcome.record, item)
+                self._publish(outcome.record, item, outcome.applied.rewritten)
             else:
                 self._answer(item, *outcome)
         for done in staged[:failed]:
@@ -306,12 +306,15 @@ class Session:
             if seen is not None:  # a resend: acknowledge the original, apply nothing
                 return seen, None, None
         started = time.monotonic()
+        head = self.document.version
         try:
             applied = self.document.apply(request.ops, request.base, self.check)
         except ServerError as exc:
             snapshot = self.lesson_snapshot() if item.origin and item.origin.lesson else None
             return self.document.version, exc, snapshot
         self.metrics.apply_seconds.observe(time.monotonic() - started)
+        if applied.rewritten and request.base is not None and request.base < head:
+            self.metrics.rebased.inc()
         version = self.document.version
         if applied.empty:
             return version, None, None
@@ -343,15 +346,20 @@ class Session:
             result.set_exception(error)
             result.exception()  # a WebSocket sender does not await it
 
-    def _publish(self, record: Record, item: _Submit | None) -> None:
-        """Send a durable version: an ack to its sender, the patch to everyone else."""
+    def _publish(self, record: Record, item: _Submit | None, rewritten: bool = False) -> None:
+        """Send a durable version: an ack to its sender, the patch to everyone else. The ack
+        carries the patches as applied when they differ from what the sender sent (rebased,
+        compacted or normalised), so its replica takes the server's version of its change."""
         self.published = record.version
         self._add_recent(record)
         origin = item.origin if item is not None else None
         for sub in self.subscribers:
             if sub is origin:
                 if item is not None and item.request.id is not None:
-                    sub.outbox.put(encode_ack(item.request.id, record.version))
+                    patches = None
+                    if rewritten:
+                        patches = record.immer if sub.fmt == "immer" else record.json_patch
+                    sub.outbox.put(encode_ack(item.request.id, record.version, patches))
             else:
                 sub.outbox.put(sub.frame(record))
         self.metrics.accepted.inc()
@@ -519,8 +527,11 @@ class Session:
         await self._between_rounds(start)
 
     async def _resume_frames(self, sub: Subscriber, since: int) -> list[str] | None:
-        if since > self.published:
-            return None  # the client is ahead of this store: it must take a snapshot
+        """The versions after ``since``, or None when a snapshot is due instead: the client is
+        ahead of this store, its version was compacted away, or (the rule for joins) the tail
+        is longer than ``max_join_tail`` or weighs more than the state."""
+        if since > self.published or self.published - since > self.settings.max_join_tail:
+            return None
         records = self._recent_after(since)
         if records is None:
             entries = await self.store.read_log(self.doc_id, since)
@@ -529,6 +540,9 @@ class Session:
             records = [Record.from_entry(e) for e in entries if e.version <= self.published]
             if [r.version for r in records] != list(range(since + 1, self.published + 1)):
                 return None
+        if sum(len(r.immer if sub.fmt == "immer" else r.json_patch)
+               for r in records) > self.document.size:
+            return None
         return [sub.frame(r) for r in records]
 
     def leave(self, sub: Subscriber) -> None:

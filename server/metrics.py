@@ -29,6 +29,9 @@ class Metrics:
                                 registry=r)
         self.rejected = Counter("immer_batches_rejected", "Batches refused, by error code",
                                 ["code"], registry=r)
+        self.rebased = Counter(
+            "immer_batches_rebased", "Batches made at an older version, applied with their "
+            "array indexes moved over what was committed since", registry=r)
         self.frame_errors = Counter("immer_frame_errors", "Frames that were not valid messages",
                                     registry=r)
         self.apply_seconds = Histogram(
