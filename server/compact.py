@@ -16,6 +16,9 @@ byte-for-byte the one the original batch would have written. A run is left alone
 earlier operation of the batch touched A, an ancestor or a descendant (its base would no longer
 be the document's), when it does not resolve to an array, or when the rewrite is not shorter.
 The cost is proportional to the batch: only elements at indexes the batch names are read.
+
+A ``replace`` of a whole array by another (``list = list.filter(...)`` in a recipe) is rewritten
+the same way when at most twice as many index operations as the new array's length do it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,18 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     i = 0
     while i < len(ops):
         op = ops[i]
+        if op.op == "replace" and isinstance(op.value, list):
+            tokens = tuple(str(s) for s in op.path)
+            array = None if _touched(tokens, touched_paths, touched_prefixes) else _resolve(
+                state, op.path)
+            if isinstance(array, list):
+                rewritten = _rewrite_whole(array, op)
+                if rewritten is not None:
+                    out.extend(rewritten)
+                    changed = True
+                    _touch(op, touched_paths, touched_prefixes)
+                    i += 1
+                    continue
         if op.op in ("add", "remove", "replace") and op.path:
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
@@ -173,21 +188,41 @@ class _Run:
             edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
         except orjson.JSONEncodeError:
             return None
-        if edits is None or len(edits) >= len(run):
+        if edits is None:
             return None
-        immer = run[0].immer
         # keep the input's segment type: ints, unless the run used digit strings
-        numeric = immer and all(isinstance(op.path[-1], int) or op.path[-1] == "length"
-                                for op in run)
-        ops = []
-        for name, idx, value, borrowed in edits:
-            path = (*parent, idx if numeric else str(idx))
-            if name == "remove":
-                ops.append(Op("remove", path, MISSING, None, immer))
-            else:
-                # an element taken from the document must not alias it in the applied batch
-                ops.append(Op(name, path, own(value) if borrowed else value, None, immer))  # type: ignore[arg-type]
-        return ops
+        numeric = run[0].immer and all(
+            isinstance(op.path[-1], int) or op.path[-1] == "length" for op in run
+        )
+        return _as_ops(edits, parent, run[0].immer, numeric)
+
+
+def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
+    """A replace of a whole array by another (Immer's ``list = list.filter(...)``) as index
+    operations (none if it changes nothing), when at most twice as many are needed as the new
+    array has elements (each carries at most one of them, or none for a removal): a concurrent
+    edit of another element then no longer overlaps it."""
+    value: list[Any] = op.value
+    written = dict(enumerate(value))
+    try:
+        edits = shortest_edits(base, len(value), written, len(value) + 1, _key,
+                               2 * max(1, len(value)))
+    except orjson.JSONEncodeError:
+        return None
+    return None if edits is None else _as_ops(edits, op.path, op.immer, op.immer)
+
+
+def _as_ops(edits: list[Edit], array: tuple[Segment, ...], immer: bool,
+            numeric: bool) -> list[Op]:
+    ops = []
+    for name, idx, value, borrowed in edits:
+        path = (*array, idx if numeric else str(idx))
+        if name == "remove":
+            ops.append(Op("remove", path, MISSING, None, immer))
+        else:
+            # an element taken from the document must not alias it in the applied batch
+            ops.append(Op(name, path, own(value) if borrowed else value, None, immer))  # type: ignore[arg-type]
+    return ops
 
 
 def shortest_edits(
@@ -196,6 +231,7 @@ def shortest_edits(
     written: dict[int, Any],
     budget: int,
     key: Callable[[Any], Any],
+    limit: int | None = None,
 ) -> list[Edit] | None:
     """Index edits turning ``base`` into the array a cascade makes, or None if too costly.
 
@@ -203,8 +239,11 @@ def shortest_edits(
     (an unwritten index was never cut off, so it still holds the base's element). ``key`` maps a
     value to something hashable that is equal exactly for interchangeable values. ``budget``,
     the run's operation count, bounds the elements read beyond those named: a common prefix and
-    suffix are kept, and only the middle between them is diffed, greedily.
+    suffix are kept, and only the middle between them is diffed, greedily. None too when more
+    than ``limit`` edits are needed (by default, fewer than ``budget``: shorter than the run).
     """
+    if limit is None:
+        limit = budget - 1
     n, m = len(base), length
     shorter = min(n, m)
     order = sorted(written)
@@ -280,8 +319,8 @@ def shortest_edits(
             b, pos = b + 1, pos + 1
             if action == "replace":
                 a += 1
-        if len(edits) >= budget:
-            return None  # not shorter than the run: no need to finish
+        if len(edits) > limit:
+            return None  # no need to finish
     return edits
 
 

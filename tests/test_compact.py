@@ -75,8 +75,9 @@ def snapshot(ops: list[Op]) -> list[Any]:
             for op in ops]
 
 
-def check(state: Any, ops: list[Op]) -> list[Op]:
-    """compact() must not touch its inputs, and must not change what the batch does."""
+def check(state: Any, ops: list[Op], shorter: bool = True) -> list[Op]:
+    """compact() must not touch its inputs, and must not change what the batch does (nor
+    lengthen it, unless it replaces whole arrays)."""
     state_before, ops_before = orjson.dumps(state), snapshot(ops)
     result = compact(ops, state)
     assert orjson.dumps(state) == state_before
@@ -86,9 +87,10 @@ def check(state: Any, ops: list[Op]) -> list[Op]:
     assert got == expected, f"compacted: {out}"
     if not isinstance(expected, type):
         assert orjson.dumps(got) == orjson.dumps(expected)  # key order and number types too
-    assert len(out) <= len(ops)
+    if shorter:
+        assert len(out) <= len(ops)
     if result is not None:
-        assert len(result) < len(ops)
+        assert len(result) < len(ops) or not shorter
         assert all(op.immer == ops[0].immer for op in result)
     return out
 
@@ -304,3 +306,34 @@ def test_real_immer_batches(variant: list[str]) -> None:
     wire = orjson.dumps([{"op": op.op, "path": list(op.path)} for op in out])
     assert len(wire) < 100, wire
     assert apply(big["before"], out) == big["after"]
+
+
+@SETTINGS
+@given(st.data(), arrays, st.booleans())
+def test_whole_array_replaces(data: st.DataObject, base: list[Any], immer: bool) -> None:
+    """``list = list.filter(...)`` replaces the whole array: index operations when few do."""
+    after = data.draw(edits(base))
+    state = {"list": base}
+    out = check(state, [Op("replace", ("list",), after, None, immer)], shorter=False)
+    if not (len(out) == 1 and out[0].path == ("list",)):
+        assert len(out) <= 2 * max(1, len(after))
+        assert all(len(op.path) == 2 for op in out)
+
+
+def test_filter_by_assignment_is_removes() -> None:
+    gifts = [{"id": i} for i in range(10)]
+    kept = [g for g in gifts if g["id"] not in (3, 7)]
+    assert check({"g": gifts}, [Op("replace", ("g",), copy.deepcopy(kept))], False) == [
+        Op("remove", ("g", 3)), Op("remove", ("g", 6)),
+    ]
+    # a root array, in RFC 6902
+    assert check(gifts, [Op("replace", (), copy.deepcopy(kept), None, False)], False) == [
+        Op("remove", ("3",), immer=False), Op("remove", ("6",), immer=False),
+    ]
+    # emptied, or reversed: the replace stays; the same array: nothing is left
+    assert compact([Op("replace", ("g",), [])], {"g": gifts}) is None
+    assert check({"g": gifts[:2]}, [Op("replace", ("g",), [])], False) == [
+        Op("remove", ("g", 0)), Op("remove", ("g", 0)),
+    ]
+    assert compact([Op("replace", ("g",), gifts[::-1])], {"g": gifts}) is None
+    assert compact([Op("replace", ("g",), copy.deepcopy(gifts))], {"g": gifts}) == []
