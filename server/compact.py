@@ -18,7 +18,7 @@ be the document's), when it does not resolve to an array, or when the rewrite is
 The cost is proportional to the batch: only elements at indexes the batch names are read.
 
 A ``replace`` of a whole array by another (``list = list.filter(...)`` in a recipe) is rewritten
-the same way when at most twice as many index operations as the new array's length do it.
+the same way when the index operations re-send at most half of the new array.
 """
 
 from __future__ import annotations
@@ -199,17 +199,22 @@ class _Run:
 
 def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
     """A replace of a whole array by another (Immer's ``list = list.filter(...)``) as index
-    operations (none if it changes nothing), when at most twice as many are needed as the new
-    array has elements (each carries at most one of them, or none for a removal): a concurrent
-    edit of another element then no longer overlaps it."""
+    operations (none if it changes nothing), when they carry at most half of the new array's
+    elements and remove no more elements than it has (or 2): a concurrent edit of another
+    element then no longer overlaps it. Permutations and clearing stay one replace."""
     value: list[Any] = op.value
-    written = dict(enumerate(value))
+    carried, removed = len(value) // 2, max(2, len(value))
     try:
-        edits = shortest_edits(base, len(value), written, len(value) + 1, _key,
-                               2 * max(1, len(value)))
+        edits = shortest_edits(base, len(value), dict(enumerate(value)), len(value) + 1, _key,
+                               carried + removed)
     except orjson.JSONEncodeError:
         return None
-    return None if edits is None else _as_ops(edits, op.path, op.immer, op.immer)
+    if edits is None:
+        return None
+    carrying = sum(1 for edit in edits if edit[0] != "remove")
+    if carrying > carried or len(edits) - carrying > removed:
+        return None
+    return _as_ops(edits, op.path, op.immer, op.immer)
 
 
 def _as_ops(edits: list[Edit], array: tuple[Segment, ...], immer: bool,
