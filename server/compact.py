@@ -45,60 +45,96 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     """
     out: list[Op] = []
     changed = False
-    touched_paths: set[Tokens] = set()  # paths written (or read) by earlier operations
-    touched_prefixes: set[Tokens] = set()  # every prefix of those, the paths included
+    touched = _Touched()
     i = 0
     while i < len(ops):
         op = ops[i]
         if op.op == "replace" and isinstance(op.value, list):
             tokens = tuple(str(s) for s in op.path)
-            array = None if _touched(tokens, touched_paths, touched_prefixes) else _resolve(
-                state, op.path)
+            array = None if touched.anything(tokens) else _resolve(state, op.path)
             if isinstance(array, list):
                 rewritten = _rewrite_whole(array, op)
                 if rewritten is not None:
                     out.extend(rewritten)
                     changed = True
-                    _touch(op, touched_paths, touched_prefixes)
+                    touched.add(op.path)
                     i += 1
                     continue
         if op.op in ("add", "remove", "replace") and op.path:
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
-            if not _touched(tokens, touched_paths, touched_prefixes):
-                array = _resolve(state, parent)
-                if isinstance(array, list):
-                    run = _Run(array)
-                    end = i
-                    while end < len(ops) and run.take(ops[end], parent, tokens):
-                        end += 1
-                    if end - i >= 2:
-                        rewritten = run.rewrite(ops[i:end], parent)
-                        changed = changed or rewritten is not None
-                        out.extend(ops[i:end] if rewritten is None else rewritten)
-                        # as if the array itself was written: coarser, and O(1) a run
-                        _touch(Op("replace", parent), touched_paths, touched_prefixes)
-                        i = end
-                        continue
+            dirty = touched.inside(tokens)
+            array = None if dirty is None else _resolve(state, parent)
+            if dirty is not None and isinstance(array, list):
+                run = _Run(array)
+                end = i
+                while end < len(ops) and run.take(ops[end], parent, tokens):
+                    end += 1
+                if end - i >= 2:
+                    rewritten = run.rewrite(ops[i:end], parent, dirty)
+                    changed = changed or rewritten is not None
+                    out.extend(ops[i:end] if rewritten is None else rewritten)
+                    touched.add(parent)  # as if the array itself was written: O(1) a run
+                    i = end
+                    continue
         out.append(op)
-        _touch(op, touched_paths, touched_prefixes)
+        shifts = op.op in ("add", "remove", "move", "copy") or op.path[-1:] == ("length",)
+        touched.add(op.path, shifts)
+        if op.from_ is not None:
+            touched.add(op.from_, op.op == "move")
         i += 1
     return out if changed else None
 
 
-def _touch(op: Op, paths: set[Tokens], prefixes: set[Tokens]) -> None:
-    for path in (op.path, op.from_):
-        if path is None:
-            continue
+class _Touched:
+    """The paths the earlier operations of a batch wrote (or read)."""
+
+    __slots__ = ("inner", "parents", "paths", "prefixes", "shifted")
+
+    def __init__(self) -> None:
+        self.paths: set[Tokens] = set()
+        self.prefixes: set[Tokens] = set()  # every prefix of those, the paths included
+        self.parents: set[Tokens] = set()  # the parent of each
+        self.shifted: set[Tokens] = set()  # the parent of each insert or removal
+        self.inner: dict[Tokens, set[str]] = {}  # children written inside, not as a whole
+
+    def add(self, path: tuple[Segment, ...], shifts: bool = False) -> None:
         tokens = tuple(str(s) for s in path)
-        paths.add(tokens)
+        self.paths.add(tokens)
         for k in range(len(tokens) + 1):
-            prefixes.add(tokens[:k])
+            self.prefixes.add(tokens[:k])
+        if tokens:
+            self.parents.add(tokens[:-1])
+            # an index, or "-": whether the parent was an array is not known, so it may be
+            if shifts and (tokens[-1] in ("-", "length") or _index(tokens[-1]) is not None):
+                self.shifted.add(tokens[:-1])
+        for k in range(len(tokens) - 1):
+            self.inner.setdefault(tokens[:k], set()).add(tokens[k])
 
+    def moved(self, array: Tokens) -> bool:
+        """Whether ``array`` or an ancestor was written, or an ancestor had an element inserted
+        or removed (or its Immer ``length`` set): the document's value at that path is no longer
+        the batch's."""
+        return any(array[:k] in self.paths or array[:k] in self.shifted
+                   for k in range(len(array))) or array in self.paths
 
-def _touched(array: Tokens, paths: set[Tokens], prefixes: set[Tokens]) -> bool:
-    """Whether an earlier operation touched ``array``, one of its ancestors or descendants."""
-    return array in prefixes or any(array[:k] in paths for k in range(len(array)))
+    def anything(self, array: Tokens) -> bool:
+        """Whether ``array`` moved, or a descendant was touched."""
+        return array in self.prefixes or self.moved(array)
+
+    def inside(self, array: Tokens) -> set[int] | None:
+        """The indexes of ``array`` whose elements were written inside (in place: their
+        positions still hold), or None when it moved or an element was written as a whole
+        (then the document no longer shows the array the batch has reached)."""
+        if array in self.parents or self.moved(array):
+            return None
+        dirty = set()
+        for token in self.inner.get(array, ()):
+            idx = _index(token)
+            if idx is None:
+                return None
+            dirty.add(idx)
+        return dirty
 
 
 def _index(seg: Segment) -> int | None:
@@ -183,9 +219,11 @@ class _Run:
             return False
         return True
 
-    def rewrite(self, run: list[Op], parent: tuple[Segment, ...]) -> list[Op] | None:
+    def rewrite(self, run: list[Op], parent: tuple[Segment, ...],
+                dirty: set[int]) -> list[Op] | None:
         try:
-            edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
+            edits = shortest_edits(self.base, self.length, self.written, len(run), _key,
+                                   dirty=dirty)
         except orjson.JSONEncodeError:
             return None
         if edits is None:
@@ -237,6 +275,7 @@ def shortest_edits(
     budget: int,
     key: Callable[[Any], Any],
     limit: int | None = None,
+    dirty: set[int] | frozenset[int] = frozenset(),
 ) -> list[Edit] | None:
     """Index edits turning ``base`` into the array a cascade makes, or None if too costly.
 
@@ -246,6 +285,8 @@ def shortest_edits(
     the run's operation count, bounds the elements read beyond those named: a common prefix and
     suffix are kept, and only the middle between them is diffed, greedily. None too when more
     than ``limit`` edits are needed (by default, fewer than ``budget``: shorter than the run).
+    ``dirty`` indexes of ``base`` hold elements changed since (by earlier operations, in
+    place): they are never matched, so never moved, and None is returned if one would be.
     """
     if limit is None:
         limit = budget - 1
@@ -255,12 +296,14 @@ def shortest_edits(
 
     def same_at(k: int, q: int) -> bool:
         """Whether the result's element ``k`` is the base's element ``q``."""
+        if q in dirty or (k not in written and k in dirty):
+            return False
         return bool(key(written[k] if k in written else base[k]) == key(base[q]))
 
     # common prefix: unwritten indexes below `shorter` hold the base's elements
     p = shorter
     for k in order:
-        if k >= shorter or key(written[k]) != key(base[k]):
+        if k >= shorter or not same_at(k, k):
             p = min(k, shorter)
             break
     # common suffix, walking down from both ends
@@ -286,10 +329,12 @@ def shortest_edits(
     if old_n + new_n > 2 * budget + 2:
         return None
     old = base[p : p + old_n]
+    if dirty and any(k not in written and k in dirty for k in range(p, p + new_n)):
+        return None  # an element changed in place would have to move
     new: list[tuple[Any, bool]] = [
         (written[k], False) if k in written else (base[k], True) for k in range(p, p + new_n)
     ]
-    old_keys = [key(v) for v in old]
+    old_keys = [object() if p + t in dirty else key(v) for t, v in enumerate(old)]
     new_keys = [key(v) for v, _ in new]
     in_old = _Occurrences(old_keys)
     in_new = _Occurrences(new_keys)

@@ -182,6 +182,21 @@ def test_several_arrays_and_earlier_writes(data: st.DataObject, first: list[Any]
 
 
 @SETTINGS
+@given(st.data(), st.lists(st.builds(lambda i: {"id": i, "n": 0}, item_ids), max_size=12),
+       styles)
+def test_writes_inside_elements_before_the_cascade(data: st.DataObject, base: list[Any],
+                                                   style: str) -> None:
+    """Immer writes the fields of edited elements before the array's own cascade: those
+    elements then differ from the document's, and must not be matched or moved."""
+    immer = style != "rfc"
+    dirty = data.draw(st.sets(st.integers(0, max(0, len(base) - 1)), max_size=3)) if base else set()
+    current = [{**e, "n": 1} if k in dirty else e for k, e in enumerate(base)]
+    ops = [Op("replace", ("list", k if immer else str(k), "n"), 1, None, immer) for k in dirty]
+    ops += cascade(("list",), current, data.draw(edits(current)), style)
+    check({"list": base}, ops)
+
+
+@SETTINGS
 @given(st.data(), arrays, styles)
 def test_batches_that_fail_still_fail(data: st.DataObject, base: list[Any], style: str) -> None:
     """A cascade with a stray operation inside or around it (often out of range, so the
@@ -243,10 +258,18 @@ def test_what_is_left_alone() -> None:
     reverse = cascade((), gifts, gifts[::-1], "immer11")
     assert compact(reverse, gifts) is None
     shift = cascade(("g",), gifts, gifts[1:], "immer11")
-    # an earlier write into an element, or to the array's parent: the base is no longer it
-    assert compact([Op("replace", ("g", 0, "id"), 9), *shift], {"g": gifts}) is None
-    assert compact([Op("add", ("h",), 1), *shift], {"g": gifts}) is not None
+    # an earlier write to the array, an ancestor or an element as a whole: the base is no
+    # longer it; a write inside an element: that element is never moved
+    assert compact([Op("add", ("g", 2), 9), *shift], {"g": gifts}) is None
+    assert compact([Op("replace", ("g",), []), *shift], {"g": gifts}) is None
     assert compact([Op("replace", (), {"g": gifts}), *shift], {"g": gifts}) is None
+    assert compact([Op("add", ("h",), 1), *shift], {"g": gifts}) is not None
+    edit = Op("replace", ("g", 0, "id"), 9)
+    assert check({"g": gifts}, [edit, *shift]) == [edit, Op("remove", ("g", 0))]
+    edit = Op("replace", ("g", 2, "id"), 9)  # element 2 is moved by the shift: re-sent whole
+    assert check({"g": gifts}, [edit, *shift]) == [
+        edit, Op("remove", ("g", 0)), Op("replace", ("g", 1), gifts[2]),
+    ]
     # not an array, or absent
     assert compact(shift, {"g": {"0": 1}}) is None
     assert compact(shift, {}) is None
@@ -337,3 +360,24 @@ def test_filter_by_assignment_is_removes() -> None:
     ]
     assert compact([Op("replace", ("g",), gifts[::-1])], {"g": gifts}) is None
     assert compact([Op("replace", ("g",), copy.deepcopy(gifts))], {"g": gifts}) == []
+
+
+def test_an_earlier_insert_or_removal_above_moves_the_array() -> None:
+    """After ``remove [l, 0]`` the document's ``l[0]`` is not the array the batch edits next."""
+    state = {"l": [[1, 2, 3], [4, 5, 6]], "o": {"a": [1, 2]}}
+    shift = [Op("replace", ("l", 0, 0), 5), Op("replace", ("l", 0, 1), 6),
+             Op("remove", ("l", 0, 2))]
+    assert compact([Op("remove", ("l", 0)), *shift], state) is None
+    assert check(state, [Op("remove", ("l", 0)), *shift]) == [Op("remove", ("l", 0)), *shift]
+    whole = Op("replace", ("l", 0), [5, 6])
+    assert compact([Op("add", ("l", 0), [9]), whole], state) is None
+    # a member added to an object above is no insert into an array (unless it looks like an
+    # index: which the parent was is not known)
+    shift = [Op("replace", ("o", "a", 0), 2), Op("remove", ("o", "a", 1))]
+    assert compact([Op("add", ("o", "b"), 1), *shift], state) is not None
+    assert compact([Op("add", ("p",), 1), *shift], state) is not None
+    assert compact([Op("add", ("o", "0"), 1), *shift], state) is None
+    # cut by an Immer length: l[1] is gone, and the batch must still fail
+    same = Op("replace", ("l", 1), [4, 5, 6])
+    assert compact([same], state) == []
+    assert compact([Op("replace", ("l", "length"), 1), same], state) is None
