@@ -12,9 +12,12 @@ one array A that only replace existing elements, append at the end and remove fr
 (Immer's ``generateArrayPatches`` shape). Shifts are found by comparing the run's values with
 the elements of A at the indexes the run names; values compare by their exact JSON image
 (``orjson`` bytes: key order, and ``1`` against ``1.0``, included), so a kept element is
-byte-for-byte the one the original batch would have written. A run is left alone when an
-earlier operation of the batch touched A, an ancestor or a descendant (its base would no longer
-be the document's), when it does not resolve to an array, or when the rewrite is not shorter.
+byte-for-byte the one the original batch would have written. Elements that earlier operations
+of the batch wrote inside (Immer writes an edited element's fields before its array's cascade)
+are never matched, so never moved. A run is left alone when an earlier operation wrote A, an
+ancestor or an element of A as a whole, or inserted into or removed from an ancestor (the
+document would no longer show the array the batch has reached), when A does not resolve to an
+array, or when the rewrite is not shorter.
 The cost is proportional to the batch: only elements at indexes the batch names are read.
 
 A ``replace`` of a whole array by another (``list = list.filter(...)`` in a recipe) is rewritten
@@ -49,17 +52,6 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     i = 0
     while i < len(ops):
         op = ops[i]
-        if op.op == "replace" and isinstance(op.value, list):
-            tokens = tuple(str(s) for s in op.path)
-            array = None if touched.anything(tokens) else _resolve(state, op.path)
-            if isinstance(array, list):
-                rewritten = _rewrite_whole(array, op)
-                if rewritten is not None:
-                    out.extend(rewritten)
-                    changed = True
-                    touched.add(op.path)
-                    i += 1
-                    continue
         if op.op in ("add", "remove", "replace") and op.path:
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
@@ -76,6 +68,17 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
                     out.extend(ops[i:end] if rewritten is None else rewritten)
                     touched.add(parent)  # as if the array itself was written: O(1) a run
                     i = end
+                    continue
+        if op.op == "replace" and isinstance(op.value, list):  # not in a run: a whole array
+            tokens = tuple(str(s) for s in op.path)
+            array = None if touched.anything(tokens) else _resolve(state, op.path)
+            if isinstance(array, list):
+                rewritten = _rewrite_whole(array, op)
+                if rewritten is not None:
+                    out.extend(rewritten)
+                    changed = True
+                    touched.add(op.path)
+                    i += 1
                     continue
         out.append(op)
         shifts = op.op in ("add", "remove", "move", "copy") or op.path[-1:] == ("length",)
@@ -241,7 +244,7 @@ def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
     elements and remove no more elements than it has (or 2): a concurrent edit of another
     element then no longer overlaps it. Permutations and clearing stay one replace."""
     value: list[Any] = op.value
-    carried, removed = len(value) // 2, max(2, len(value))
+    carried, removed = max(1, len(value) // 2), max(2, len(value))
     try:
         edits = shortest_edits(base, len(value), dict(enumerate(value)), len(value) + 1, _key,
                                carried + removed)

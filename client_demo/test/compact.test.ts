@@ -80,16 +80,66 @@ describe.each(builds)("compactPatches with %s", (_, immer) => {
     expect(sorted.compacted.length).toBe(sorted.patches.length)
   })
 
-  it("skips an array written earlier in the same batch", () => {
+  it("skips an array written earlier in the same batch, or moved", () => {
     const base = { list: gifts(5) }
     const patches: Patch[] = [
       { op: "replace", path: ["list", 1, "name"], value: "renamed" },
       ...[1, 2, 3, 4].map(k => ({ op: "replace" as const, path: ["list", k - 1], value: base.list[k] })),
       { op: "remove", path: ["list", 4] },
     ]
-    expect(compactPatches(base, patches)).toBe(patches)
-    // without the first patch the run compacts
+    // the renamed gift is never matched: it is removed, and the cascade's value put in its place
+    expect(compactPatches(base, patches)).toEqual([
+      patches[0],
+      { op: "replace", path: ["list", 0], value: base.list[1] },
+      { op: "remove", path: ["list", 1] },
+    ])
+    // without the first patch the run compacts to one removal
     expect(compactPatches(base, patches.slice(1))).toEqual([{ op: "remove", path: ["list", 0] }])
+    // a removal above the array: left alone
+    const nested = { rows: [[1, 2, 3], [4, 5, 6]] }
+    const shifted: Patch[] = [
+      { op: "remove", path: ["rows", 0] },
+      { op: "replace", path: ["rows", 0, 0], value: 5 },
+      { op: "replace", path: ["rows", 0, 1], value: 6 },
+      { op: "remove", path: ["rows", 0, 2] },
+    ]
+    expect(compactPatches(nested, shifted)).toBe(shifted)
+  })
+
+  it("turns filter by assignment into removes, and leaves a reversal whole", () => {
+    const base = { list: gifts(10) }
+    const { compacted } = run(base, d => {
+      d.list = d.list.filter(g => g.id !== 3 && g.id !== 7)
+    })
+    expect(compacted).toEqual([
+      { op: "remove", path: ["list", 3] },
+      { op: "remove", path: ["list", 6] },
+    ])
+    const reversed = run(base, d => {
+      d.list = [...d.list].reverse()
+    })
+    expect(reversed.compacted).toEqual(reversed.patches)
+  })
+
+  it("compacts around elements edited in place, and never moves them", () => {
+    const base = { list: gifts(8) }
+    const edited = run(base, d => {
+      d.list[6]!.name = "renamed"
+      d.list.splice(1, 1)
+    })
+    // Immer writes the field, then the cascade (the edited gift moves: re-sent whole)
+    expect(edited.compacted.length).toBeLessThan(edited.patches.length)
+    expect(edited.compacted.length).toBeLessThanOrEqual(3)
+  })
+
+  it("leaves an array alone once an array above it had an element inserted", () => {
+    const base = { rows: [[1, 2, 3], [4, 5, 6]] }
+    const { patches, compacted } = run(base, d => {
+      d.rows.unshift([0])
+      d.rows[1]!.shift()
+    })
+    expect(immer.applyPatches(base, compacted)).toEqual({ rows: [[0], [2, 3], [4, 5, 6]] })
+    expect(compacted.length).toBeLessThanOrEqual(patches.length)
   })
 
   it("compacts random recipes to equivalent patches, inverse patches included", () => {

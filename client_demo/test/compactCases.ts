@@ -72,13 +72,24 @@ export class Cases {
     const count = 1 + this.int(3)
     return draft => {
       for (let n = 0; n < count; n++) {
-        const r = this.int(6)
+        const r = this.int(7)
         if (r === 0) this.mutate(draft.numbers, () => this.int(9), description)
         else if (r === 1) this.mutate(draft.nested.matrix[this.int(2)] ?? [], () => this.int(9), description)
         else if (r === 2) this.mutate(draft.nested.lists[this.int(2)] ?? [], () => this.gift(), description)
         else if (r === 3 && draft.nested.matrix.length > 1) {
           draft.nested.matrix.reverse() // an array of arrays moved around
           description.push("reverse-matrix")
+        } else if (r === 4 && this.chance(0.5)) {
+          // a row inserted above, then the row that moved down is shifted
+          const { matrix } = draft.nested
+          matrix.unshift([this.int(9), this.int(9)])
+          this.mutate(matrix[1] ?? [], () => this.int(9), description)
+          if (matrix.length > 4) matrix.splice(2)
+          description.push("row-above")
+        } else if (r === 4) {
+          const keep = this.int(4)
+          draft.gifts = draft.gifts.filter(g => g.id % 4 !== keep) // filter by assignment
+          description.push("filter-assign")
         } else this.mutate(draft.gifts, () => this.gift(), description)
       }
     }
@@ -130,6 +141,7 @@ export class Cases {
 
 const wire = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T
 
+/** Serialized sizes, in characters, of the patches and of their compacted forms. */
 export interface Totals {
   batches: number
   patches: number
@@ -137,6 +149,8 @@ export interface Totals {
   inverse: number
   compactedInverse: number
 }
+
+const size = (patches: Patch[]) => JSON.stringify(patches).length
 
 /** Run `count` random recipes with `immer`; every batch must compact to an equivalent one. */
 export function checkRandomRecipes(immer: ImmerApi, seed: number, count: number): Totals {
@@ -149,18 +163,20 @@ export function checkRandomRecipes(immer: ImmerApi, seed: number, count: number)
     const [after, patches, inverse] = immer.produceWithPatches(state, cases.recipe(description))
     const where = `seed ${seed}, batch ${n}: ${description.join(",")}`
     const compacted = compactPatches(state, patches)
-    expect(compacted.length, where).toBeLessThanOrEqual(patches.length)
+    // longer only where a whole array replaced (by a filter) became removals
+    const whole = (list: Patch[]) => list.some(p => p.op === "replace" && Array.isArray(p.value))
+    if (!whole(patches)) expect(compacted.length, where).toBeLessThanOrEqual(patches.length)
     expect(immer.applyPatches(state, compacted), where).toEqual(after)
     // what the server receives: the same patches over JSON
     expect(immer.applyPatches(wire(state), wire(compacted)), where).toEqual(wire(after))
     const undo = compactPatches(after, inverse)
-    expect(undo.length, where).toBeLessThanOrEqual(inverse.length)
+    if (!whole(inverse)) expect(undo.length, where).toBeLessThanOrEqual(inverse.length)
     expect(immer.applyPatches(after, undo), where).toEqual(state)
     totals.batches++
-    totals.patches += patches.length
-    totals.compacted += compacted.length
-    totals.inverse += inverse.length
-    totals.compactedInverse += undo.length
+    totals.patches += size(patches)
+    totals.compacted += size(compacted)
+    totals.inverse += size(inverse)
+    totals.compactedInverse += size(undo)
     state = after
   }
   return totals

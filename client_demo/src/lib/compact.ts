@@ -11,10 +11,14 @@
  * existing elements, append at the end and remove from the end (Immer's generateArrayPatches
  * shape). Immer reuses the base's references for elements it did not change, so a shift is found
  * by reference identity (`Object.is`) against A in `base`; only elements at the indexes the run
- * names are looked at. A run is left as Immer wrote it when an earlier patch of the batch touched
- * A, an ancestor or a descendant (A in `base` would no longer be its base), when A is not an array
- * in `base`, or when the rewrite is not shorter. Inverse patches compact the same way against the
- * state they apply to: `compactPatches(after, inversePatches)`.
+ * names are looked at. Elements that earlier patches of the batch wrote inside (Immer writes an
+ * edited element's fields before its array's cascade) are never matched, so never moved. A run is
+ * left as Immer wrote it when an earlier patch wrote A, an ancestor or an element of A as a whole,
+ * or inserted into or removed from an ancestor (A in `base` would no longer be its base), when A
+ * is not an array in `base`, or when the rewrite is not shorter. A `replace` of a whole array by
+ * another (`list = list.filter(...)` in a recipe) is rewritten the same way when the index
+ * operations re-send at most half of the new array. Inverse patches compact the same way against
+ * the state they apply to: `compactPatches(after, inversePatches)`.
  */
 import type { Patch } from "immer"
 
@@ -23,46 +27,131 @@ type Segment = string | number
 /** Patches equivalent to `patches` (applied to `base`), with array cascades compacted. */
 export function compactPatches(base: unknown, patches: Patch[]): Patch[] {
   let out: Patch[] | undefined // created at the first rewrite
-  const touchedPaths = new Set<string>()
-  const touchedPrefixes = new Set<string>()
-  const touch = (path: readonly Segment[]) => {
-    touchedPaths.add(pathKey(path, path.length))
-    for (let k = 0; k <= path.length; k++) touchedPrefixes.add(pathKey(path, k))
-  }
+  const touched = new Touched()
   for (let i = 0; i < patches.length; ) {
     const patch = patches[i]!
     const parent = patch.path.slice(0, -1)
-    if (patch.path.length > 0 && !isTouched(parent, touchedPaths, touchedPrefixes)) {
-      const array = resolve(base, parent)
-      if (Array.isArray(array)) {
-        const run = new Run(array, parent)
-        let end = i
-        while (end < patches.length && run.take(patches[end]!)) end++
-        if (end - i >= 2) {
-          const rewritten = run.rewrite(patches, i, end)
-          if (rewritten) out ??= patches.slice(0, i)
-          if (out) for (const p of rewritten ?? patches.slice(i, end)) out.push(p)
-          touch(parent) // as if the array itself was written: coarser, and O(1) a run
-          i = end
-          continue
-        }
+    const dirty = patch.path.length > 0 ? touched.inside(parent) : undefined
+    const array = dirty ? resolve(base, parent) : undefined
+    if (dirty && Array.isArray(array)) {
+      const run = new Run(array, parent)
+      let end = i
+      while (end < patches.length && run.take(patches[end]!)) end++
+      if (end - i >= 2) {
+        const rewritten = run.rewrite(patches, i, end, dirty)
+        if (rewritten) out ??= patches.slice(0, i)
+        if (out) for (const p of rewritten ?? patches.slice(i, end)) out.push(p)
+        touched.add(parent, false) // as if the array itself was written: O(1) a run
+        i = end
+        continue
+      }
+    }
+    if (patch.op === "replace" && Array.isArray(patch.value) && !touched.anything(patch.path)) {
+      // not in a run: a whole array replaced
+      const whole = resolve(base, patch.path)
+      const rewritten = Array.isArray(whole) ? rewriteWhole(whole, patch) : undefined
+      if (rewritten) {
+        out ??= patches.slice(0, i)
+        for (const p of rewritten) out.push(p)
+        touched.add(patch.path, false)
+        i++
+        continue
       }
     }
     out?.push(patch)
-    touch(patch.path)
+    touched.add(patch.path, patch.op !== "replace" || patch.path[patch.path.length - 1] === "length")
     i++
   }
   return out ?? patches
+}
+
+/** The paths the earlier patches of a batch wrote. */
+class Touched {
+  private readonly paths = new Set<string>()
+  private readonly prefixes = new Set<string>() // every prefix of those, the paths included
+  private readonly parents = new Set<string>() // the parent of each
+  private readonly shifted = new Set<string>() // the parent of each insert or removal
+  private readonly inner = new Map<string, Set<Segment>>() // children written inside, not whole
+
+  add(path: readonly Segment[], shifts: boolean): void {
+    this.paths.add(pathKey(path, path.length))
+    for (let k = 0; k <= path.length; k++) this.prefixes.add(pathKey(path, k))
+    if (path.length > 0) {
+      const parent = pathKey(path, path.length - 1)
+      this.parents.add(parent)
+      // an index, "-" or "length": whether the parent was an array is not known, so it may be
+      const last = String(path[path.length - 1])
+      if (shifts && (/^(0|[1-9][0-9]*|-|length)$/.test(last))) this.shifted.add(parent)
+    }
+    for (let k = 0; k < path.length - 1; k++) {
+      const key = pathKey(path, k)
+      let children = this.inner.get(key)
+      if (!children) this.inner.set(key, (children = new Set()))
+      children.add(path[k]!)
+    }
+  }
+
+  /**
+   * Whether `array` or an ancestor was written, or an ancestor had an element inserted or removed
+   * (or its `length` set): the value at that path in `base` is no longer the batch's.
+   */
+  moved(array: readonly Segment[]): boolean {
+    if (this.paths.has(pathKey(array, array.length))) return true
+    for (let k = 0; k < array.length; k++) {
+      const key = pathKey(array, k)
+      if (this.paths.has(key) || this.shifted.has(key)) return true
+    }
+    return false
+  }
+
+  /** Whether `array` moved, or a descendant was touched. */
+  anything(array: readonly Segment[]): boolean {
+    return this.prefixes.has(pathKey(array, array.length)) || this.moved(array)
+  }
+
+  /**
+   * The indexes of `array` whose elements were written inside (in place: their positions still
+   * hold; their values in `base` are stale), or undefined when it moved or an element was written
+   * as a whole.
+   */
+  inside(array: readonly Segment[]): Set<number> | undefined {
+    const key = pathKey(array, array.length)
+    if (this.parents.has(key) || this.moved(array)) return undefined
+    const dirty = new Set<number>()
+    for (const seg of this.inner.get(key) ?? []) {
+      if (typeof seg !== "number") return undefined
+      dirty.add(seg)
+    }
+    return dirty
+  }
 }
 
 function pathKey(path: readonly Segment[], length: number): string {
   return JSON.stringify(path.slice(0, length).map(String))
 }
 
-function isTouched(array: readonly Segment[], paths: Set<string>, prefixes: Set<string>): boolean {
-  if (prefixes.has(pathKey(array, array.length))) return true
-  for (let k = 0; k < array.length; k++) if (paths.has(pathKey(array, k))) return true
-  return false
+/**
+ * A replace of a whole array by another (`list = list.filter(...)` in a recipe) as index
+ * operations (none if it changes nothing), when they carry at most half of the new array's elements
+ * and remove no more than it has (or 2): a concurrent edit of another element then no longer
+ * overlaps it. Permutations and clearing stay one replace.
+ */
+function rewriteWhole(base: readonly unknown[], patch: Patch): Patch[] | undefined {
+  const value = patch.value as unknown[]
+  const carried = Math.max(1, Math.floor(value.length / 2))
+  const removed = Math.max(2, value.length)
+  const written = new Map(value.map((v, k) => [k, v]))
+  const edits = shortestEdits(base, value.length, written, value.length + 1, new Set(), carried + removed)
+  if (!edits) return undefined
+  const carrying = edits.filter(e => e.op !== "remove").length
+  if (carrying > carried || edits.length - carrying > removed) return undefined
+  return asPatches(edits, patch.path)
+}
+
+function asPatches(edits: readonly Edit[], array: readonly Segment[]): Patch[] {
+  return edits.map(({ op, index, value }) =>
+    op === "remove" ? { op, path: [...array, index] } : { op, path: [...array, index], value },
+  )
 }
 
 function resolve(base: unknown, path: readonly Segment[]): unknown {
@@ -137,13 +226,9 @@ class Run {
   }
 
   /** The shorter equivalent of `patches[start:end]`, or undefined. */
-  rewrite(patches: readonly Patch[], start: number, end: number): Patch[] | undefined {
-    const edits = shortestEdits(this.base, this.length, this.written, end - start)
-    if (!edits || edits.length >= end - start) return undefined
-    const parent = patches[start]!.path.slice(0, -1)
-    return edits.map(({ op, index, value }) =>
-      op === "remove" ? { op, path: [...parent, index] } : { op, path: [...parent, index], value },
-    )
+  rewrite(patches: readonly Patch[], start: number, end: number, dirty: Set<number>): Patch[] | undefined {
+    const edits = shortestEdits(this.base, this.length, this.written, end - start, dirty)
+    return edits && asPatches(edits, patches[start]!.path.slice(0, -1))
   }
 }
 
@@ -153,7 +238,9 @@ const key = (value: unknown): unknown => (Object.is(value, -0) ? MINUS_ZERO : va
 
 /**
  * Index edits turning `base` into the array a cascade makes (`length` elements: `written[k]` where
- * written, else `base[k]`), or undefined if too costly.
+ * written, else `base[k]`), or undefined if too costly or more than `limit` (by default: fewer than
+ * `budget`, shorter than the run). `dirty` indexes of `base` hold elements changed since (by
+ * earlier patches, in place): they are never matched, so never moved (undefined if one would be).
  * `budget`, the run's patch count, bounds the elements read beyond those named: a common prefix and
  * suffix are kept, and only the middle between them is diffed, greedily.
  */
@@ -162,6 +249,8 @@ function shortestEdits(
   length: number,
   written: Map<number, unknown>,
   budget: number,
+  dirty: Set<number>,
+  limit = budget - 1,
 ): Edit[] | undefined {
   const n = base.length
   const m = length
@@ -169,11 +258,14 @@ function shortestEdits(
   const order = [...written.keys()].sort((a, b) => a - b)
   // an unwritten index below `length` was never cut off, so it holds the base's element
   const at = (k: number): unknown => (written.has(k) ? written.get(k) : base[k])
+  /** Whether the result's element `k` is the base's element `q`. */
+  const same = (k: number, q: number): boolean =>
+    !dirty.has(q) && (written.has(k) || !dirty.has(k)) && Object.is(at(k), base[q])
 
   // common prefix: unwritten indexes below `shorter` hold the base's elements
   let p = shorter
   for (const k of order) {
-    if (k >= shorter || !Object.is(written.get(k), base[k])) {
+    if (k >= shorter || !same(k, k)) {
       p = Math.min(k, shorter)
       break
     }
@@ -198,7 +290,7 @@ function shortestEdits(
       if (spare === 0) break
       spare--
     }
-    if (!Object.is(at(i), base[q])) break
+    if (!same(i, q)) break
     i--
     q--
     s++
@@ -206,7 +298,9 @@ function shortestEdits(
   const oldN = n - s - p
   const newN = m - s - p
   if (oldN + newN > 2 * budget + 2) return undefined
-  const old = base.slice(p, p + oldN)
+  for (let k = p; k < p + newN && dirty.size; k++) if (!written.has(k) && dirty.has(k)) return undefined
+  // a changed element matches nothing: a fresh object stands for it
+  const old = base.slice(p, p + oldN).map((v, t) => (dirty.has(p + t) ? {} : v))
   const fresh = Array.from({ length: newN }, (_, t) => at(p + t))
   const inOld = new Occurrences(old)
   const inNew = new Occurrences(fresh)
@@ -241,7 +335,7 @@ function shortestEdits(
       pos++
       if (action === "replace") a++
     }
-    if (edits.length >= budget) return undefined // not shorter than the run: no need to finish
+    if (edits.length > limit) return undefined // no need to finish
   }
   return edits
 }
