@@ -21,7 +21,7 @@ array, or when the rewrite is not shorter.
 The cost is proportional to the batch: only elements at indexes the batch names are read.
 
 A ``replace`` of a whole array by another (``list = list.filter(...)`` in a recipe) is rewritten
-the same way when the index operations re-send at most half of the new array.
+the same way when the index operations move no element of the array (re-send none of them).
 """
 
 from __future__ import annotations
@@ -226,10 +226,12 @@ class _Run:
                 dirty: set[int]) -> list[Op] | None:
         try:
             edits = shortest_edits(self.base, self.length, self.written, len(run), _key,
-                                   dirty=dirty)
+                                   len(run), dirty=dirty)
         except orjson.JSONEncodeError:
             return None
-        if edits is None:
+        # fewer operations, or as many carrying fewer values (a removal for a replace)
+        if edits is None or (len(edits) == len(run) and _carrying(edits) >= sum(
+                op.op != "remove" and op.path[-1] != "length" for op in run)):
             return None
         # keep the input's segment type: ints, unless the run used digit strings
         numeric = run[0].immer and all(
@@ -240,22 +242,23 @@ class _Run:
 
 def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
     """A replace of a whole array by another (Immer's ``list = list.filter(...)``) as index
-    operations (none if it changes nothing), when they carry at most half of the new array's
-    elements and remove no more elements than it has (or 2): a concurrent edit of another
-    element then no longer overlaps it. Permutations and clearing stay one replace."""
+    operations (none if it changes nothing), when they move no element (a permutation stays
+    one replace) and remove no more elements than the new array has (or 2): a concurrent edit
+    of another element then no longer overlaps it."""
     value: list[Any] = op.value
-    carried, removed = max(1, len(value) // 2), max(2, len(value))
+    removed = max(2, len(value))
     try:
         edits = shortest_edits(base, len(value), dict(enumerate(value)), len(value) + 1, _key,
-                               carried + removed)
+                               len(value) + removed, moves=False)
     except orjson.JSONEncodeError:
         return None
-    if edits is None:
-        return None
-    carrying = sum(1 for edit in edits if edit[0] != "remove")
-    if carrying > carried or len(edits) - carrying > removed:
+    if edits is None or len(edits) - _carrying(edits) > removed:
         return None
     return _as_ops(edits, op.path, op.immer, op.immer)
+
+
+def _carrying(edits: list[Edit]) -> int:
+    return sum(1 for edit in edits if edit[0] != "remove")
 
 
 def _as_ops(edits: list[Edit], array: tuple[Segment, ...], immer: bool,
@@ -279,6 +282,7 @@ def shortest_edits(
     key: Callable[[Any], Any],
     limit: int | None = None,
     dirty: set[int] | frozenset[int] = frozenset(),
+    moves: bool = True,
 ) -> list[Edit] | None:
     """Index edits turning ``base`` into the array a cascade makes, or None if too costly.
 
@@ -290,6 +294,7 @@ def shortest_edits(
     than ``limit`` edits are needed (by default, fewer than ``budget``: shorter than the run).
     ``dirty`` indexes of ``base`` hold elements changed since (by earlier operations, in
     place): they are never matched, so never moved, and None is returned if one would be.
+    Without ``moves``, None is returned too when an edit would re-send an element of ``base``.
     """
     if limit is None:
         limit = budget - 1
@@ -368,6 +373,8 @@ def shortest_edits(
             a += 1
         else:
             value, borrowed = new[b]
+            if not moves and in_old.where.get(new_keys[b]) is not None:
+                return None  # an element of the base re-sent: moved
             edits.append((action, pos, value, borrowed))
             b, pos = b + 1, pos + 1
             if action == "replace":
