@@ -15,9 +15,9 @@
  * edited element's fields before its array's cascade) are never matched, so never moved. A run is
  * left as Immer wrote it when an earlier patch wrote A, an ancestor or an element of A as a whole,
  * or inserted into or removed from an ancestor (A in `base` would no longer be its base), when A
- * is not an array in `base`, or when the rewrite is not shorter. A `replace` of a whole array by
- * another (`list = list.filter(...)` in a recipe) is rewritten the same way when the index
- * operations re-send at most half of the new array. Inverse patches compact the same way against
+ * is not an array in `base`, or when the rewrite is not shorter (fewer patches, or as many carrying
+ * fewer values). A `replace` of a whole array by another (`list = list.filter(...)` in a recipe)
+ * is rewritten the same way when the index operations move no element of the array. Inverse patches compact the same way against
  * the state they apply to: `compactPatches(after, inversePatches)`.
  */
 import type { Patch } from "immer"
@@ -131,22 +131,21 @@ function pathKey(path: readonly Segment[], length: number): string {
 }
 
 /**
- * A replace of a whole array by another (`list = list.filter(...)` in a recipe) as index
- * operations (none if it changes nothing), when they carry at most half of the new array's elements
- * and remove no more than it has (or 2): a concurrent edit of another element then no longer
- * overlaps it. Permutations and clearing stay one replace.
+ * A replace of a whole array by another (`list = list.filter(...)` in a recipe) as index operations
+ * (none if it changes nothing), when they move no element (a permutation stays one replace) and
+ * remove no more elements than the new array has (or 2): a concurrent edit of another element then
+ * no longer overlaps it.
  */
 function rewriteWhole(base: readonly unknown[], patch: Patch): Patch[] | undefined {
   const value = patch.value as unknown[]
-  const carried = Math.max(1, Math.floor(value.length / 2))
   const removed = Math.max(2, value.length)
   const written = new Map(value.map((v, k) => [k, v]))
-  const edits = shortestEdits(base, value.length, written, value.length + 1, new Set(), carried + removed)
-  if (!edits) return undefined
-  const carrying = edits.filter(e => e.op !== "remove").length
-  if (carrying > carried || edits.length - carrying > removed) return undefined
+  const edits = shortestEdits(base, value.length, written, value.length + 1, new Set(), value.length + removed, false)
+  if (!edits || edits.length - carrying(edits) > removed) return undefined
   return asPatches(edits, patch.path)
 }
+
+const carrying = (edits: readonly Edit[]): number => edits.filter(e => e.op !== "remove").length
 
 function asPatches(edits: readonly Edit[], array: readonly Segment[]): Patch[] {
   return edits.map(({ op, index, value }) =>
@@ -227,8 +226,17 @@ class Run {
 
   /** The shorter equivalent of `patches[start:end]`, or undefined. */
   rewrite(patches: readonly Patch[], start: number, end: number, dirty: Set<number>): Patch[] | undefined {
-    const edits = shortestEdits(this.base, this.length, this.written, end - start, dirty)
-    return edits && asPatches(edits, patches[start]!.path.slice(0, -1))
+    const count = end - start
+    const edits = shortestEdits(this.base, this.length, this.written, count, dirty, count)
+    if (!edits) return undefined
+    // fewer patches, or as many carrying fewer values (a removal for a replace)
+    let values = 0
+    for (let k = start; k < end; k++) {
+      const { op, path } = patches[k]!
+      if (op !== "remove" && path[path.length - 1] !== "length") values++
+    }
+    if (edits.length === count && carrying(edits) >= values) return undefined
+    return asPatches(edits, patches[start]!.path.slice(0, -1))
   }
 }
 
@@ -241,6 +249,7 @@ const key = (value: unknown): unknown => (Object.is(value, -0) ? MINUS_ZERO : va
  * written, else `base[k]`), or undefined if too costly or more than `limit` (by default: fewer than
  * `budget`, shorter than the run). `dirty` indexes of `base` hold elements changed since (by
  * earlier patches, in place): they are never matched, so never moved (undefined if one would be).
+ * Without `moves`, undefined is returned too when an edit would re-send an element of `base`.
  * `budget`, the run's patch count, bounds the elements read beyond those named: a common prefix and
  * suffix are kept, and only the middle between them is diffed, greedily.
  */
@@ -251,6 +260,7 @@ function shortestEdits(
   budget: number,
   dirty: Set<number>,
   limit = budget - 1,
+  moves = true,
 ): Edit[] | undefined {
   const n = base.length
   const m = length
@@ -330,6 +340,7 @@ function shortestEdits(
       edits.push({ op: "remove", index: pos })
       a++
     } else {
+      if (!moves && inOld.has(fresh[b])) return undefined // an element of the base re-sent: moved
       edits.push({ op: action, index: pos, value: fresh[b] })
       b++
       pos++
@@ -352,6 +363,10 @@ class Occurrences {
       if (list) list.push(i)
       else this.where.set(k, [i])
     })
+  }
+
+  has(value: unknown): boolean {
+    return this.where.has(key(value))
   }
 
   after(value: unknown, position: number): number | undefined {
