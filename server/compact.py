@@ -229,8 +229,9 @@ class _Run:
                                    len(run), dirty=dirty)
         except orjson.JSONEncodeError:
             return None
-        # fewer operations, or as many carrying fewer values (a removal for a replace)
-        if edits is None or (len(edits) == len(run) and _carrying(edits) >= sum(
+        # fewer operations, or as many carrying fewer values (a removal for a replace); never
+        # none: a batch that changes nothing still makes a version
+        if not edits or (len(edits) == len(run) and _carrying(edits) >= sum(
                 op.op != "remove" and op.path[-1] != "length" for op in run)):
             return None
         # keep the input's segment type: ints, unless the run used digit strings
@@ -242,7 +243,7 @@ class _Run:
 
 def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
     """A replace of a whole array by another (Immer's ``list = list.filter(...)``) as index
-    operations (none if it changes nothing), when they move no element (a permutation stays
+    operations (left as it is if it changes nothing), when they move no element (a permutation stays
     one replace) and remove no more elements than the new array has (or 2): a concurrent edit
     of another element then no longer overlaps it."""
     value: list[Any] = op.value
@@ -252,7 +253,7 @@ def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
                                len(value) + removed, moves=False)
     except orjson.JSONEncodeError:
         return None
-    if edits is None or len(edits) - _carrying(edits) > removed:
+    if not edits or len(edits) - _carrying(edits) > removed:
         return None
     return _as_ops(edits, op.path, op.immer, op.immer)
 

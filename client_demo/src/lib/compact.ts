@@ -132,7 +132,7 @@ function pathKey(path: readonly Segment[], length: number): string {
 
 /**
  * A replace of a whole array by another (`list = list.filter(...)` in a recipe) as index operations
- * (none if it changes nothing), when they move no element (a permutation stays one replace) and
+ * (left as it is if it changes nothing), when they move no element (a permutation stays one replace) and
  * remove no more elements than the new array has (or 2): a concurrent edit of another element then
  * no longer overlaps it.
  */
@@ -141,7 +141,7 @@ function rewriteWhole(base: readonly unknown[], patch: Patch): Patch[] | undefin
   const removed = Math.max(2, value.length)
   const written = new Map(value.map((v, k) => [k, v]))
   const edits = shortestEdits(base, value.length, written, value.length + 1, new Set(), value.length + removed, false)
-  if (!edits || edits.length - carrying(edits) > removed) return undefined
+  if (!edits?.length || edits.length - carrying(edits) > removed) return undefined
   return asPatches(edits, patch.path)
 }
 
@@ -228,7 +228,8 @@ class Run {
   rewrite(patches: readonly Patch[], start: number, end: number, dirty: Set<number>): Patch[] | undefined {
     const count = end - start
     const edits = shortestEdits(this.base, this.length, this.written, count, dirty, count)
-    if (!edits) return undefined
+    // never none: a batch that changes nothing still makes a version on the server
+    if (!edits?.length) return undefined
     // fewer patches, or as many carrying fewer values (a removal for a replace)
     let values = 0
     for (let k = start; k < end; k++) {
