@@ -52,7 +52,7 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     i = 0
     while i < len(ops):
         op = ops[i]
-        if op.op in ("add", "remove", "replace") and op.path:
+        if op.op in ("add", "remove", "replace") and op.path and _element(op.path[-1]):
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
             dirty = touched.inside(tokens)
@@ -89,12 +89,19 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     return out if changed else None
 
 
-class _Touched:
-    """The paths the earlier operations of a batch wrote (or read)."""
+def _element(seg: Segment) -> bool:
+    """Whether an operation ending in ``seg`` may address an array element (or its length)."""
+    return isinstance(seg, int) or seg in ("-", "length") or _index(seg) is not None
 
-    __slots__ = ("inner", "parents", "paths", "prefixes", "shifted")
+
+class _Touched:
+    """The paths the earlier operations of a batch wrote (or read), indexed when first asked
+    (a batch without arrays to compact pays nothing)."""
+
+    __slots__ = ("inner", "parents", "paths", "pending", "prefixes", "shifted")
 
     def __init__(self) -> None:
+        self.pending: list[tuple[tuple[Segment, ...], bool]] = []
         self.paths: set[Tokens] = set()
         self.prefixes: set[Tokens] = set()  # every prefix of those, the paths included
         self.parents: set[Tokens] = set()  # the parent of each
@@ -102,6 +109,14 @@ class _Touched:
         self.inner: dict[Tokens, set[str]] = {}  # children written inside, not as a whole
 
     def add(self, path: tuple[Segment, ...], shifts: bool = False) -> None:
+        self.pending.append((path, shifts))
+
+    def _index_pending(self) -> None:
+        for path, shifts in self.pending:
+            self._index(path, shifts)
+        self.pending.clear()
+
+    def _index(self, path: tuple[Segment, ...], shifts: bool) -> None:
         tokens = tuple(str(s) for s in path)
         self.paths.add(tokens)
         for k in range(len(tokens) + 1):
@@ -118,18 +133,19 @@ class _Touched:
         """Whether ``array`` or an ancestor was written, or an ancestor had an element inserted
         or removed (or its Immer ``length`` set): the document's value at that path is no longer
         the batch's."""
+        self._index_pending()
         return any(array[:k] in self.paths or array[:k] in self.shifted
                    for k in range(len(array))) or array in self.paths
 
     def anything(self, array: Tokens) -> bool:
         """Whether ``array`` moved, or a descendant was touched."""
-        return array in self.prefixes or self.moved(array)
+        return self.moved(array) or array in self.prefixes
 
     def inside(self, array: Tokens) -> set[int] | None:
         """The indexes of ``array`` whose elements were written inside (in place: their
         positions still hold), or None when it moved or an element was written as a whole
         (then the document no longer shows the array the batch has reached)."""
-        if array in self.parents or self.moved(array):
+        if self.moved(array) or array in self.parents:  # (moved indexes what is pending)
             return None
         dirty = set()
         for token in self.inner.get(array, ()):
