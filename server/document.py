@@ -21,6 +21,8 @@ from .compact import compact
 from .errors import Conflict, InvalidInput, TooLarge
 from .patches import MISSING, Op, Segment, depth_of, to_pointer
 from .rebase import Written, rebase
+from .values import json_equal as json_equal  # re-exported: other modules import it from here
+from .values import own
 
 
 @dataclass(slots=True)
@@ -40,26 +42,6 @@ class Applied:
     @property
     def empty(self) -> bool:
         return not self.json_patch
-
-
-def own(value: Any) -> Any:
-    """A private copy of a JSON value (containers only; scalars are immutable)."""
-    if isinstance(value, dict | list):
-        return orjson.loads(orjson.dumps(value))
-    return value
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """RFC 6902 ``test`` equality: 1 == 1.0, but true != 1 and key order does not matter."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
 
 
 def _size(value: Any) -> int:
@@ -369,11 +351,13 @@ class Document:
         # (version, what it wrote) of the recent batches: what a stale batch is rebased over
         self._history: deque[tuple[int, list[Written]]] = deque(maxlen=max_base_lag)
 
-    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None) -> Applied:
+    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None,
+              *, compacting: bool = True) -> Applied:
         """Apply ``ops`` atomically or raise, leaving the state untouched.
 
         A batch made at an older ``base`` is first rebased over the batches applied since
         (:mod:`server.rebase`); then array shift cascades are compacted (:mod:`server.compact`).
+        ``compacting=False`` skips compaction (a replay of our own log, compact already).
         ``check`` sees the resulting state before the batch is kept and may raise to refuse it
         (schema validation). Returns the applied batch (``rewritten`` when it differs from
         ``ops``); when it changed nothing (``Applied.empty``) the version stays the same.
@@ -381,7 +365,8 @@ class Document:
         sent = ops
         if base is not None:
             ops = self.rebase(ops, base)
-        ops = compact(ops, self.state) or ops
+        if compacting:
+            ops = compact(ops, self.state) or ops
         batch = _Batch(self)
         try:
             for op in ops:

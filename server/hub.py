@@ -411,7 +411,7 @@ class Session:
             if entry.version != self.document.version + 1:
                 raise StoreUnavailable(f"gap in the log at version {entry.version}")
             applied = self.document.apply(
-                parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS)
+                parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS), compacting=False
             )
             if applied.empty or self.document.version != entry.version:
                 raise StoreUnavailable(f"log entry {entry.version} does not apply")
@@ -600,7 +600,8 @@ class Session:
         for entry in entries:
             if entry.version > version:
                 break
-            doc.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS))
+            doc.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS),
+                      compacting=False)
         if doc.version != version:
             raise ServerError(f"version {version} is not in the log", ErrorCode.GONE)
         return orjson.dumps(doc.state).decode()
@@ -677,7 +678,8 @@ class Hub:
         snapshot = _Snapshot(stored.snapshot_version, stored.snapshot.decode())
         records = []
         for entry in stored.entries:
-            document.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS))
+            document.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS),
+                           compacting=False)
             if document.version != entry.version:
                 raise StoreUnavailable(
                     f"log of {doc_id!r} is not contiguous at version {entry.version}"

@@ -11,6 +11,7 @@
  */
 import { applyPatches, enablePatches, freeze, produceWithPatches } from "immer"
 import type { Draft, Objectish, Patch } from "immer"
+import { compactPatches } from "./compact"
 import { SyncError } from "./errors"
 import type { Epoch, ErrorBody, OutgoingPatch } from "./protocol"
 
@@ -79,8 +80,10 @@ export class Replica<T> {
 
   /** Runs `recipe` on the shown state; returns false (and records nothing) if it changed nothing. */
   local(recipe: Recipe<T>): boolean {
-    const [after, patches] = produceWithPatches(this.shown, recipe)
-    if (patches.length === 0) return false
+    const base = this.shown
+    const [after, produced] = produceWithPatches(base, recipe)
+    if (produced.length === 0) return false
+    const patches = compactPatches(base, produced) // array shifts as index operations
     this.pending.push({ id: this.nextId(), recipe, patches, after, conflicts: 0 })
     return true
   }
@@ -189,6 +192,7 @@ export class Replica<T> {
     this.pending = this.pending.filter((change) => {
       try {
         ;[change.after, change.patches] = produceWithPatches(base, change.recipe)
+        change.patches = compactPatches(base, change.patches)
       } catch (cause) {
         this.report(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
         change.after = base
