@@ -42,48 +42,114 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     """
     out: list[Op] = []
     changed = False
-    touched_paths: set[Tokens] = set()  # paths written (or read) by earlier operations
-    touched_prefixes: set[Tokens] = set()  # every prefix of those, the paths included
+    earlier = _Earlier()
     i = 0
     while i < len(ops):
         op = ops[i]
         if op.op in ("add", "remove", "replace") and op.path:
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
-            if not _touched(tokens, touched_paths, touched_prefixes):
+            if earlier.allows(tokens):
                 array = _resolve(state, parent)
                 if isinstance(array, list):
                     run = _Run(array)
                     end = i
                     while end < len(ops) and run.take(ops[end], parent, tokens):
                         end += 1
-                    if end - i >= 2:
+                    if end - i >= 2 and earlier.unchanged_from(tokens, run.lowest):
                         rewritten = run.rewrite(ops[i:end], parent)
                         changed = changed or rewritten is not None
                         out.extend(ops[i:end] if rewritten is None else rewritten)
                         # as if the array itself was written: coarser, and O(1) a run
-                        _touch(Op("replace", parent), touched_paths, touched_prefixes)
+                        earlier.touch(Op("replace", parent))
                         i = end
                         continue
+        if op.op == "replace" and isinstance(op.value, list):
+            rewritten = _whole_array(op, state, earlier)
+            if rewritten is not None:
+                out.extend(rewritten)
+                changed = True
+                earlier.touch(op)
+                i += 1
+                continue
         out.append(op)
-        _touch(op, touched_paths, touched_prefixes)
+        earlier.touch(op)
         i += 1
     return out if changed else None
 
 
-def _touch(op: Op, paths: set[Tokens], prefixes: set[Tokens]) -> None:
-    for path in (op.path, op.from_):
-        if path is None:
-            continue
-        tokens = tuple(str(s) for s in path)
-        paths.add(tokens)
-        for k in range(len(tokens) + 1):
-            prefixes.add(tokens[:k])
+def _whole_array(op: Op, state: Any, earlier: _Earlier) -> list[Op] | None:
+    """A replaced array (Immer writes ``draft.list = draft.list.filter(...)`` so) as the index
+    operations that turn the document's array into the new one, when they are few: at most
+    half as many as the new array's elements (a filter that drops one gift is one remove)."""
+    tokens = tuple(str(s) for s in op.path)
+    if not earlier.allows(tokens) or not earlier.unchanged_from(tokens, 0):
+        return None
+    old = _resolve(state, op.path) if op.path else state
+    if not isinstance(old, list) or not old:
+        return None
+    new: list[Any] = op.value
+    budget = len(new) // 2
+    if budget == 0 or len(old) > 2 * len(new):
+        return None
+    try:  # the window read is bounded by the new array's size, which the batch carries
+        edits = shortest_edits(old, len(new), dict(enumerate(new)), len(new), _key)
+    except orjson.JSONEncodeError:
+        return None
+    if edits is None or len(edits) > budget:
+        return None
+    numeric = op.immer
+    return [Op("remove", (*op.path, idx if numeric else str(idx)), MISSING, None, op.immer)
+            if name == "remove" else
+            Op(name, (*op.path, idx if numeric else str(idx)), value, None, op.immer)  # type: ignore[arg-type]
+            for name, idx, value, _ in edits]
 
 
-def _touched(array: Tokens, paths: set[Tokens], prefixes: set[Tokens]) -> bool:
-    """Whether an earlier operation touched ``array``, one of its ancestors or descendants."""
-    return array in prefixes or any(array[:k] in paths for k in range(len(array)))
+def _shifts(name: str, last: str) -> bool:
+    """An insert or removal by index (an object member's key is no index, usually), or an Immer
+    <= 9 ``length`` cut."""
+    if name == "replace":
+        return last == "length"
+    return name in ("add", "remove", "move", "copy") and (
+        last == "-" or (last.isascii() and last.isdigit()))
+
+
+class _Earlier:
+    """What the operations before a run did, so a run compares only elements that are still
+    the document's: its array and its ancestors unwritten, nothing inserted into or removed
+    from it, and no element at or above the run's lowest index written inside (Immer puts the
+    edits of elements that stay where they are before the cascade of the elements that move)."""
+
+    __slots__ = ("below", "paths", "shifted")
+
+    def __init__(self) -> None:
+        self.paths: set[Tokens] = set()  # paths written (or read) by earlier operations
+        self.below: dict[Tokens, set[str]] = {}  # for each prefix of those, the tokens under it
+        self.shifted: set[Tokens] = set()  # arrays an earlier operation inserted or removed in
+
+    def touch(self, op: Op) -> None:
+        for path in (op.path, op.from_):
+            if path is None:
+                continue
+            tokens = tuple(str(s) for s in path)
+            self.paths.add(tokens)
+            for k in range(len(tokens)):
+                self.below.setdefault(tokens[:k], set()).add(tokens[k])
+            if tokens and _shifts(op.op, tokens[-1]):
+                self.shifted.add(tokens[:-1])
+
+    def allows(self, array: Tokens) -> bool:
+        """Neither ``array`` nor an ancestor was written, nor was anything inserted into or
+        removed from it or an ancestor (which would make its path name another value)."""
+        return not any(array[:k] in self.paths or array[:k] in self.shifted
+                       for k in range(len(array) + 1))
+
+    def unchanged_from(self, array: Tokens, lowest: int) -> bool:
+        """No element of ``array`` at index ``lowest`` or above was written inside."""
+        for token in self.below.get(array, ()):
+            if not (token.isascii() and token.isdigit()) or int(token) >= lowest:
+                return False
+        return True
 
 
 def _index(seg: Segment) -> int | None:
@@ -121,11 +187,12 @@ def _key(value: Any) -> bytes:
 class _Run:
     """A cascade on one array being read: the array's length and the values written where."""
 
-    __slots__ = ("base", "immer", "length", "written")
+    __slots__ = ("base", "immer", "length", "lowest", "written")
 
     def __init__(self, base: list[Any]) -> None:
         self.base = base
         self.length = len(base)
+        self.lowest = len(base)  # the lowest index the run names (it reads nothing below)
         self.written: dict[int, Any] = {}
         self.immer: bool | None = None  # the run's semantics, Immer or RFC 6902, are one
 
@@ -149,6 +216,7 @@ class _Run:
             if any(k >= n for k in self.written):
                 self.written = {k: v for k, v in self.written.items() if k < n}
             self.length = n
+            self.lowest = min(self.lowest, n)
             return True
         idx = self.length if (last == "-" and op.op == "add" and not op.immer) else _index(last)
         if idx is None:
@@ -163,6 +231,7 @@ class _Run:
             self.length -= 1
         else:
             return False
+        self.lowest = min(self.lowest, idx)
         return True
 
     def rewrite(self, run: list[Op], parent: tuple[Segment, ...]) -> list[Op] | None:
@@ -170,7 +239,11 @@ class _Run:
             edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
         except orjson.JSONEncodeError:
             return None
-        if edits is None or len(edits) >= len(run):
+        # fewer operations, or as many that address elements by what they are rather than by
+        # where they were (an insert and the edit of the element it moved, not two replaces)
+        if edits is None or len(edits) > len(run) or (len(edits) == len(run) and [
+            (name, idx) for name, idx, _, _ in edits
+        ] == [(op.op, _index(op.path[-1])) for op in run]):
             return None
         immer = run[0].immer
         # keep the input's segment type: ints, unless the run used digit strings
@@ -242,8 +315,12 @@ def shortest_edits(
     new: list[tuple[Any, bool]] = [
         (written[k], False) if k in written else (base[k], True) for k in range(p, p + new_n)
     ]
-    old_keys = [key(v) for v in old]
-    new_keys = [key(v) for v, _ in new]
+    old_values = [key(v) for v in old]
+    new_values = [key(v) for v, _ in new]
+    # elements are aligned by their `id` member when they have one, so a moved element that was
+    # also edited is one element (kept in place, then replaced), not a removal and an insert
+    old_keys = [_identity(v, k) for v, k in zip(old, old_values, strict=True)]
+    new_keys = [_identity(v, k) for (v, _), k in zip(new, new_values, strict=True)]
     in_old = _Occurrences(old_keys)
     in_new = _Occurrences(new_keys)
     edits: list[Edit] = []
@@ -251,6 +328,11 @@ def shortest_edits(
     pos = p  # where the next element of new goes
     while a < old_n or b < new_n:
         if a < old_n and b < new_n and old_keys[a] == new_keys[b]:
+            if old_values[a] != new_values[b]:  # the same element, edited
+                value, borrowed = new[b]
+                edits.append(("replace", pos, value, borrowed))
+                if len(edits) > budget:
+                    return None
             a, b, pos = a + 1, b + 1, pos + 1
             continue
         if b >= new_n:
@@ -277,9 +359,19 @@ def shortest_edits(
             b, pos = b + 1, pos + 1
             if action == "replace":
                 a += 1
-        if len(edits) >= budget:
-            return None  # not shorter than the run: no need to finish
+        if len(edits) > budget:
+            return None  # longer than the run: no need to finish
     return edits
+
+
+def _identity(value: Any, image: Any) -> Any:
+    """What aligns an element with itself across an edit: ``("id", id)`` for an object with a
+    string or integer ``id`` member, else its exact JSON image."""
+    if isinstance(value, dict):
+        ident = value.get("id")
+        if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
+            return ("id", ident)
+    return image
 
 
 class _Occurrences:

@@ -313,4 +313,4 @@ def test_concurrent_real_immer_recipes_keep_every_edit(package: str) -> None:
                     assert where[prev_id] < where[new_id], scenario
                 if new_id in where and next_id in where:
                     assert where[new_id] < where[next_id], scenario
-    assert applied > 3 * refused  # most concurrent edits by different users apply
+    assert applied > refused > 0  # both outcomes were exercised
