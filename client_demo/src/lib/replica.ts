@@ -116,8 +116,12 @@ export class Replica<T> {
     return { id: head.id, base: this.confirmedVersion, patches: head.patches }
   }
 
-  /** The server committed change `id` as `version`. */
-  acknowledge(id: string, version: number): Outcome {
+  /**
+   * The server committed change `id` as `version`. `applied` is what it applied instead of the
+   * patches sent, when those differ (it rebased a stale batch or normalised it): the confirmed
+   * state at `version` is then the one the server holds, and the pending changes are re-run on it.
+   */
+  acknowledge(id: string, version: number, applied?: readonly Patch[]): Outcome {
     const head = this.pending[0]
     if (head?.id !== id || head.sent === undefined) {
       // Not ours (any more): harmless if we already hold that version, else we lack its patches.
@@ -130,43 +134,47 @@ export class Replica<T> {
       this.rebase()
       return "settled"
     }
-    if (head.sent === head.patches && version === this.confirmedVersion + 1) {
+    if (applied === undefined && head.sent === head.patches && version === this.confirmedVersion + 1) {
       // The common case: nothing arrived in between, so the state we showed is the server's.
       this.pending.shift()
       this.confirmed = head.after
       this.confirmedVersion = version
       return "settled"
     }
-    if (!this.advance(version, head.sent)) return "gap"
+    if (!this.advance(version, applied ?? head.sent)) return "gap"
     this.pending.shift()
     this.rebase()
     return "settled"
   }
 
-  /** The server refused change `id`: retry a conflict (bounded), drop anything else. */
-  reject(id: string, error: ErrorBody, maxConflictRetries: number): Outcome {
+  /**
+   * The server refused change `id`. A `conflict` is retried without limit: remote batches up to
+   * the server's version arrived before the reject, so the head was already re-run on the newest
+   * state and goes out again under a new id; if that re-run changes nothing, the change is
+   * dropped and reported as `superseded`. Any other code drops the change and reports it.
+   */
+  reject(id: string, error: ErrorBody): Outcome {
     const head = this.pending[0]
     if (head?.id !== id || head.sent === undefined) return "ignored"
-    // Remote batches up to the server's version arrived before the reject, so the head has
-    // already been re-run on the newest confirmed state.
-    if (error.code === "conflict" && head.patches.length === 0) {
-      this.pending.shift() // the change no longer changes anything: nothing to retry or report
-      return "settled"
-    }
-    if (error.code === "conflict" && head.conflicts < maxConflictRetries) {
+    if (error.code === "conflict" && head.patches.length > 0) {
       head.conflicts += 1
       head.id = this.nextId()
       head.sent = undefined
       return "retry"
     }
     this.pending.shift()
-    this.rebase()
-    const message =
-      error.code === "conflict"
-        ? `change dropped after ${maxConflictRetries} conflict retries: ${error.message}`
-        : error.message
-    this.report(new SyncError(error.code, message))
+    if (error.code === "conflict") {
+      this.report(superseded(`re-run after a conflict (${error.message}), it changes nothing`))
+    } else {
+      this.rebase()
+      this.report(new SyncError(error.code, error.message))
+    }
     return "settled"
+  }
+
+  /** How many conflicts in a row the head change has met (0 for a fresh change). */
+  get headConflicts(): number {
+    return this.pending[0]?.conflicts ?? 0
   }
 
   private advance(version: number, patches: readonly Patch[]): boolean {
@@ -181,21 +189,33 @@ export class Replica<T> {
   }
 
   /**
-   * Re-runs every pending recipe on the confirmed state. A change that now does nothing is dropped,
-   * unless it was sent: the server may still answer for it, and the answer must find it.
+   * Re-runs every pending recipe on the confirmed state. A change that now does nothing is dropped
+   * (and reported as `superseded`), unless it was sent: the server may still answer for it, and
+   * the answer must find it.
    */
   private rebase(): void {
     let base = this.confirmed
+    const dropped: SyncError[] = []
     this.pending = this.pending.filter((change) => {
+      let failed = false
       try {
         ;[change.after, change.patches] = produceWithPatches(base, change.recipe)
       } catch (cause) {
-        this.report(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
+        dropped.push(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
         change.after = base
         change.patches = []
+        failed = true
       }
       base = change.after
-      return change.patches.length > 0 || change.sent !== undefined
+      if (change.patches.length > 0 || change.sent !== undefined) return true
+      if (!failed) dropped.push(superseded("re-run on newer state, it changes nothing"))
+      return false
     })
+    for (const error of dropped) this.report(error) // once consistent: a listener may call update()
   }
+}
+
+/** A change dropped because, re-run on newer state, it no longer changes anything. */
+function superseded(why: string): SyncError {
+  return new SyncError("superseded", `a change was dropped: ${why}`)
 }

@@ -3,14 +3,17 @@
  *
  * It keeps an optimistic replica (see `replica.ts`) in step with the server over a WebSocket,
  * sends local changes one at a time, and reconnects with backoff, resuming from the version it
- * holds. Framework-agnostic: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`.
+ * holds. A change rejected as `conflict` is re-run and resent until it applies (with a growing,
+ * jittered wait from its second conflict in a row); it is dropped only when its re-run no longer
+ * changes anything (`superseded`) or the server refuses it for another reason, and every drop is
+ * reported through `onError`. Framework-agnostic: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`.
  *
  *     const client = new SyncClient<Gifts>({ url: "ws://127.0.0.1:8000", doc: "default" })
  *     client.subscribe(() => render(client.state, client.status))
  *     client.connect()
  *     client.update((draft) => { draft.gifts.push(gift) })   // from an event handler
  */
-import { DEFAULT_BACKOFF, backoffDelay } from "./backoff"
+import { CONFLICT_BACKOFF, DEFAULT_BACKOFF, backoffDelay, conflictDelay } from "./backoff"
 import type { BackoffOptions } from "./backoff"
 import { SyncError } from "./errors"
 import { encodePatch, parseFrame } from "./protocol"
@@ -46,22 +49,25 @@ export interface SyncClientOptions {
   readonly url: string
   /** Document id, 1-128 characters of `[A-Za-z0-9._-]`. Default `default`. */
   readonly doc?: string
-  /** How many times a change rejected as `conflict` is re-run and resent before it is dropped. */
-  readonly maxConflictRetries?: number
+  /** Reconnect delays. Default: ceilings from 250 ms doubling to 10 s, half of each random. */
   readonly backoff?: BackoffOptions
+  /**
+   * Waits before resending a change after its second and later conflicts in a row. Default:
+   * a random delay under a ceiling from 50 ms doubling to 2 s. A conflict is retried without limit.
+   */
+  readonly conflictBackoff?: BackoffOptions
   readonly createSocket?: (url: string) => SocketLike
 }
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,128}$/
-const DEFAULT_CONFLICT_RETRIES = 5
 
 export class SyncClient<T> {
   /** Sent as `client=`: the server deduplicates resent changes per (client, id). */
   readonly clientId = randomId()
   readonly doc: string
   private readonly url: string
-  private readonly maxConflictRetries: number
   private readonly backoff: BackoffOptions
+  private readonly conflictBackoff: BackoffOptions
   private readonly createSocket: (url: string) => SocketLike
 
   private replica: Replica<T> | undefined
@@ -74,6 +80,8 @@ export class SyncClient<T> {
   private fresh = false
   private attempt = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set while the head change waits out its conflict backoff before being resent. */
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
   private lastChangeId = 0
   private snapshot: SyncSnapshot<T> = { state: undefined, version: undefined, status: "offline" }
   private readonly listeners = new Set<() => void>()
@@ -84,8 +92,8 @@ export class SyncClient<T> {
     if (!DOC_ID.test(doc)) throw new TypeError(`invalid document id: ${JSON.stringify(doc)}`)
     this.doc = doc
     this.url = options.url.replace(/\/+$/, "")
-    this.maxConflictRetries = options.maxConflictRetries ?? DEFAULT_CONFLICT_RETRIES
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
+    this.conflictBackoff = options.conflictBackoff ?? CONFLICT_BACKOFF
     this.createSocket = options.createSocket ?? ((url) => new WebSocket(url))
   }
 
@@ -110,7 +118,10 @@ export class SyncClient<T> {
     }
   }
 
-  /** Errors: rejected changes, dropped changes, protocol problems. Logged if nobody listens. */
+  /**
+   * Errors: every dropped change (rejected for a reason other than `conflict`, `superseded`,
+   * `recipe_failed`) and protocol problems. Logged to the console if nobody listens.
+   */
   onError(listener: (error: SyncError) => void): () => void {
     this.errorListeners.add(listener)
     return () => {
@@ -180,6 +191,8 @@ export class SyncClient<T> {
     this.open = false
     this.caughtUp = false
     this.inFlight = false // an unanswered change is resent, with the same id, after reconnecting
+    clearTimeout(this.retryTimer) // the reconnect waits anyway
+    this.retryTimer = undefined
     if (!socket) return
     socket.onopen = null
     socket.onmessage = null
@@ -241,9 +254,9 @@ export class SyncClient<T> {
         this.attempt = 0
         return true
       case "ack":
-        return this.answered(this.replica?.acknowledge(message.id, message.version) ?? "gap")
+        return this.answered(this.replica?.acknowledge(message.id, message.version, message.patches) ?? "gap")
       case "reject":
-        return this.answered(this.replica?.reject(message.id, message.error, this.maxConflictRetries) ?? "gap")
+        return this.answered(this.replica?.reject(message.id, message.error) ?? "gap")
       case "error":
         this.fail(new SyncError(message.error.code, message.error.message))
         return true
@@ -252,13 +265,27 @@ export class SyncClient<T> {
 
   private answered(outcome: Outcome): boolean {
     if (outcome === "gap") return false
-    if (outcome !== "ignored") this.inFlight = false
+    if (outcome === "ignored") return true
+    this.inFlight = false
+    if (outcome === "retry") this.holdRetry()
     return true
   }
 
-  /** Sends the head change if the connection is caught up and nothing else is in flight. */
+  /** After a conflict: holds the resend of the head change for its conflict backoff, if any. */
+  private holdRetry(): void {
+    const delay = conflictDelay(this.replica?.headConflicts ?? 0, this.conflictBackoff)
+    if (delay <= 0) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.flush()
+      this.emit()
+    }, delay)
+  }
+
+  /** Sends the head change if the connection is caught up and nothing else is in flight or waiting. */
   private flush(): void {
-    if (!this.socket || !this.open || !this.caughtUp || this.inFlight || !this.replica) return
+    if (!this.socket || !this.open || !this.caughtUp || this.inFlight || this.retryTimer !== undefined) return
+    if (!this.replica) return
     const next = this.replica.nextToSend()
     if (!next) return
     this.socket.send(encodePatch(next))
