@@ -265,3 +265,29 @@ def test_server_that_lost_its_data(demo_server: ServerProcess, open_demo: OpenDe
     descriptions = [item["description"] for item in state["gifts"]]
     assert "Forgotten" not in descriptions
     assert descriptions.count("Made offline") == 1
+
+
+def test_remove_from_the_middle_while_a_later_gift_is_reserved(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    """A splice in the middle of the list races an edit of a gift after it: whichever the server
+    commits first, the other is rebased (or re-run by id after a conflict), never lost."""
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    middle = "Egghead.io subscription"
+    assert [name for name, _ in shown_gifts(alice)] == ["Immer license", middle, CIRCLE]
+    assert demo_server.proc is not None
+
+    demo_server.proc.send_signal(signal.SIGSTOP)  # both edits are made against the same version
+    try:
+        gift(alice, middle).get_by_test_id("remove-gift").click()
+        expect(gift(alice, middle)).to_have_count(0)
+        gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+        expect(gift(bob, CIRCLE)).to_have_attribute("data-reserved-by", "2")
+    finally:
+        demo_server.proc.send_signal(signal.SIGCONT)
+
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (CIRCLE, "2")]
+    for page in (alice, bob):
+        expect(page.get_by_role("alert")).to_have_count(0)  # nothing was dropped

@@ -3,7 +3,7 @@ import { AddGiftForm } from "./components/AddGiftForm"
 import { ConnectionBadge } from "./components/ConnectionBadge"
 import { GiftItem } from "./components/GiftItem"
 import { UserSelect } from "./components/UserSelect"
-import { addGift, resetGifts, toggleReservation } from "./gifts"
+import { addGift, removeGift, resetGifts, toggleReservation } from "./gifts"
 import type { GiftList } from "./gifts"
 import { useSharedState } from "./lib/react"
 import { randomId } from "./lib/randomId"
@@ -20,6 +20,7 @@ export function App() {
     (giftId: string) => update(toggleReservation(giftId, userId)),
     [update, userId],
   )
+  const handleRemove = useCallback((giftId: string) => update(removeGift(giftId)), [update])
   const handleAdd = (description: string, image: string) =>
     update(addGift({ id: randomId(), description, image }))
 
@@ -47,7 +48,13 @@ export function App() {
           </section>
           <ul className="gifts">
             {(list.gifts ?? []).map((gift) => (
-              <GiftItem key={gift.id} gift={gift} userId={userId} onToggle={handleToggle} />
+              <GiftItem
+                key={gift.id}
+                gift={gift}
+                userId={userId}
+                onToggle={handleToggle}
+                onRemove={handleRemove}
+              />
             ))}
           </ul>
           {!list.gifts?.length && <p className="placeholder">No gifts yet: add one!</p>}

@@ -37,6 +37,14 @@ export function toggleReservation(giftId: string, userId: number): Recipe<GiftLi
   }
 }
 
+/** Removes the gift with id `giftId`, wherever it is by then (a no-op if it is already gone). */
+export function removeGift(giftId: string): Recipe<GiftList> {
+  return (draft) => {
+    const index = draft.gifts?.findIndex((candidate) => candidate.id === giftId) ?? -1
+    if (index >= 0) draft.gifts?.splice(index, 1)
+  }
+}
+
 export const resetGifts: Recipe<GiftList> = (draft) => {
   draft.gifts = initialGifts.map((gift) => ({ ...gift }))
 }

@@ -1,6 +1,6 @@
 import { enablePatches, produceWithPatches } from "immer"
 import { describe, expect, it } from "vitest"
-import { addGift, initialGifts, resetGifts, toggleReservation } from "../src/gifts"
+import { addGift, initialGifts, removeGift, resetGifts, toggleReservation } from "../src/gifts"
 import type { GiftList } from "../src/gifts"
 import type { Recipe } from "../src/lib/syncClient"
 
@@ -38,6 +38,15 @@ describe("gift recipes", () => {
     const gift = { id: "new", description: "New", image: "" }
     expect(run({}, addGift(gift))[0]).toEqual({ gifts: [gift] })
     expect(run(list, addGift(gift))[0].gifts).toHaveLength(4)
+  })
+
+  it("removes a gift by id wherever it is by then, and nothing when it is gone", () => {
+    const recipe = removeGift("theirs")
+    expect(run(list, recipe)[0].gifts?.map((gift) => gift.id)).toEqual(["free", "mine"])
+    const moved: GiftList = { gifts: [list.gifts![2]!, list.gifts![0]!] } // re-run on newer state
+    expect(run(moved, recipe)[0].gifts?.map((gift) => gift.id)).toEqual(["free"])
+    expect(run({ gifts: [list.gifts![0]!] }, recipe)[1]).toEqual([])
+    expect(run({}, recipe)[1]).toEqual([])
   })
 
   it("resets to the lesson's gifts", () => {
