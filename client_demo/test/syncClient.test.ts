@@ -50,6 +50,12 @@ function setup(options: Partial<SyncClientOptions> = {}) {
 
 type Harness = ReturnType<typeof setup>
 
+/** The snapshot without the undo flags (see undo.test.ts for those). */
+function view(h: Harness) {
+  const { state, version, status } = h.client.getSnapshot()
+  return { state, version, status }
+}
+
 /** Connects and plays a fresh connection: snapshot at `version`, then synced. */
 function connectSynced(h: Harness, state: Doc = START, version = 3, epoch = "e1"): FakeSocket {
   h.client.connect()
@@ -150,7 +156,7 @@ describe("remote patches", () => {
       { type: "patch", version: 5, patches: [{ op: "add", path: ["owner"], value: "x" }] },
       { type: "synced", version: 5 },
     )
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b"], counter: 1, owner: "x" },
       version: 5,
       status: "synced",
@@ -217,7 +223,7 @@ describe("local changes", () => {
     h.client.update(increment)
     const shown = h.client.state
     socket.deliver({ type: "ack", id: "1", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
     expect(h.client.state).toBe(shown)
   })
 
@@ -257,7 +263,7 @@ describe("local changes", () => {
       patches: [{ op: "add", path: ["items", 2], value: "c" }],
     })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b", "c"], counter: 1 },
       version: 5,
       status: "synced",
@@ -279,7 +285,7 @@ describe("local changes", () => {
     h.client.update(increment)
     socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "x" }] })
     socket.deliver({ type: "ack", id: "1", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b"], counter: 1, owner: "x" },
       version: 5,
       status: "synced",
@@ -298,7 +304,7 @@ describe("local changes", () => {
     expect(h.errors.map((error) => error.code)).toEqual(["recipe_failed"])
     socket.deliver({ type: "ack", id: "1", version: 5 })
     expect(socket.sent).toHaveLength(1)
-    expect(h.client.getSnapshot()).toEqual({ state: { items: ["a"], counter: 1 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { items: ["a"], counter: 1 }, version: 5, status: "synced" })
   })
 
   it("resyncs on an ack for a version it cannot account for", () => {
@@ -325,7 +331,7 @@ describe("rejects", () => {
     expect(h.client.state).toEqual({ items: ["a", "b", "c"], counter: 0 })
     expect(socket.sent[1]).toMatchObject({ id: "2", base: 3 })
     socket.deliver({ type: "ack", id: "2", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b", "c"], counter: 0 },
       version: 4,
       status: "synced",
@@ -345,7 +351,7 @@ describe("rejects", () => {
       patches: [{ op: "replace", path: ["counter"], value: 11 }],
     })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 11 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 11 }, version: 5, status: "synced" })
     expect(h.errors).toEqual([])
   })
 
@@ -378,7 +384,7 @@ describe("rejects", () => {
       patches: [{ op: "replace", path: ["counter"], value: 1 }],
     })
     socket.deliver({ type: "ack", id: last.id, version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
     expect(h.errors).toEqual([])
   })
 
@@ -430,7 +436,7 @@ describe("rejects", () => {
     socket.deliver({ type: "reject", id: "1", version: 4, error: { code: "conflict", message: "stale" } })
     expect(socket.sent).toHaveLength(1)
     expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "them" }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, owner: "them" }, version: 4, status: "synced" })
   })
 
   it("drops a queued change that a remote change made moot, and reports it as superseded", () => {
@@ -444,7 +450,7 @@ describe("rejects", () => {
     expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
     socket.deliver({ type: "ack", id: "1", version: 5 })
     expect(socket.sent).toHaveLength(1)
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { ...START, counter: 1, owner: "them" },
       version: 5,
       status: "synced",
@@ -460,7 +466,7 @@ describe("rejects", () => {
       socket.deliver({ type: "reject", id: "1", version: 3, error: { code, message: "no" } })
       expect(h.errors.map((error) => [error.code, error.message])).toEqual([[code, "no"]])
       expect(socket.sent).toHaveLength(1)
-      expect(h.client.getSnapshot()).toEqual({ state: START, version: 3, status: "synced" })
+      expect(view(h)).toEqual({ state: START, version: 3, status: "synced" })
     },
   )
 
@@ -556,7 +562,7 @@ describe("acks carrying the applied patches", () => {
       patches: [{ op: "replace", path: ["counter"], value: 1 }],
     })
     socket.deliver({ type: "ack", id: "2", version: 6 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["first", "mine", "a", "b"], counter: 1 },
       version: 6,
       status: "synced",
@@ -575,7 +581,7 @@ describe("acks carrying the applied patches", () => {
       version: 4,
       patches: [{ op: "replace", path: ["items", 1], value: "normalised" }],
     })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "normalised"], counter: 0 },
       version: 4,
       status: "synced",
@@ -598,7 +604,7 @@ describe("acks carrying the applied patches", () => {
     socket.deliver({ type: "patch", version: 4, patches: [{ op: "replace", path: ["counter"], value: 1 }] })
     socket.deliver({ type: "synced", version: 4 })
     socket.deliver({ type: "ack", id: "1", version: 4, patches: [{ op: "replace", path: ["counter"], value: 1 }] })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
   })
 })
 
@@ -653,7 +659,7 @@ describe("reconnecting", () => {
     socket.deliver({ type: "ack", id: "1", version: 4 })
     expect(socket.sent[1]).toMatchObject({ id: "2", base: 4 })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "me", counter: 1 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, owner: "me", counter: 1 }, version: 5, status: "synced" })
   })
 
   it("lets the server deduplicate a change that was committed before the connection died", () => {
@@ -669,7 +675,7 @@ describe("reconnecting", () => {
     ])
     // The server recognises (client, "1") and answers with the original ack instead of applying it.
     socket.deliver({ type: "ack", id: "1", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "me" }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, owner: "me" }, version: 4, status: "synced" })
     expect(socket.sent).toHaveLength(1)
   })
 
@@ -680,7 +686,7 @@ describe("reconnecting", () => {
     const socket = reconnect(h)
     socket.deliver({ type: "ack", id: "1", version: 4 }, { type: "synced", version: 4 })
     expect(socket.sent).toEqual([])
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
   })
 
   it("keeps the original ids after a snapshot of the same epoch", () => {
@@ -716,7 +722,7 @@ describe("reconnecting", () => {
       patches: [{ op: "replace", path: ["counter"], value: 41 }],
     })
     socket.deliver({ type: "ack", id: "4", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { items: ["x", "mine"], counter: 41 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { items: ["x", "mine"], counter: 41 }, version: 4, status: "synced" })
   })
 
   it("stops reconnecting on disconnect() and resumes on connect()", () => {
@@ -727,7 +733,7 @@ describe("reconnecting", () => {
     expect(socket.readyState).toBe(FakeSocket.CLOSED)
     vi.advanceTimersByTime(LONGEST_DELAY)
     expect(h.sockets).toHaveLength(1)
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 3, status: "offline" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 3, status: "offline" })
     h.client.connect()
     expect(h.last().params.get("since")).toBe("3")
     h.last().accept()

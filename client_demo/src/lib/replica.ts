@@ -22,12 +22,18 @@ enablePatches()
  */
 export type Recipe<T> = (draft: Draft<T>) => Draft<T> | void
 
-interface Change<T> {
+/**
+ * One local change. `before` and `after` are the states around its latest run (undo reads them):
+ * re-runs update them, and so does the server's confirmation; a dropped change is left with
+ * `after === before`.
+ */
+export interface Change<T> {
   /** Wire id; a new one for each conflict retry or server epoch, the same one for resends. */
   id: string
   readonly recipe: Recipe<T>
   /** Patches from the state before this change (confirmed + earlier pending) to `after`. */
   patches: Patch[]
+  before: T
   after: T
   /** The patches last sent under `id`: what the server commits if it accepts `id`. */
   sent?: Patch[]
@@ -77,11 +83,26 @@ export class Replica<T> {
     return last ? last.after : this.confirmed
   }
 
-  /** Runs `recipe` on the shown state; returns false (and records nothing) if it changed nothing. */
-  local(recipe: Recipe<T>): boolean {
-    const [after, patches] = produceWithPatches(this.shown, recipe)
-    if (patches.length === 0) return false
-    this.pending.push({ id: this.nextId(), recipe, patches, after, conflicts: 0 })
+  /** Runs `recipe` on the shown state; returns undefined (and records nothing) if it changed nothing. */
+  local(recipe: Recipe<T>): Change<T> | undefined {
+    const before = this.shown
+    const [after, patches] = produceWithPatches(before, recipe)
+    if (patches.length === 0) return undefined
+    const change: Change<T> = { id: this.nextId(), recipe, patches, before, after, conflicts: 0 }
+    this.pending.push(change)
+    return change
+  }
+
+  /**
+   * Takes `changes` out of the queue, if every one of them is pending and not sent (a change in
+   * flight may already be committed); the rest are re-run without them. False if not possible.
+   */
+  withdraw(changes: readonly object[]): boolean {
+    const withdrawn = new Set(changes)
+    const queued = this.pending.filter((change) => withdrawn.has(change) && change.sent === undefined)
+    if (queued.length !== withdrawn.size) return false
+    this.pending = this.pending.filter((change) => !withdrawn.has(change))
+    this.rebase()
     return true
   }
 
@@ -141,7 +162,10 @@ export class Replica<T> {
       this.confirmedVersion = version
       return "settled"
     }
+    const before = this.confirmed
     if (!this.advance(version, applied ?? head.sent)) return "gap"
+    head.before = before
+    head.after = this.confirmed
     this.pending.shift()
     this.rebase()
     return "settled"
@@ -163,6 +187,7 @@ export class Replica<T> {
       return "retry"
     }
     this.pending.shift()
+    head.after = head.before // dropped: there is nothing of it to undo
     if (error.code === "conflict") {
       this.report(superseded(`re-run after a conflict (${error.message}), it changes nothing`))
     } else {
@@ -198,6 +223,7 @@ export class Replica<T> {
     const dropped: SyncError[] = []
     this.pending = this.pending.filter((change) => {
       let failed = false
+      change.before = base
       try {
         ;[change.after, change.patches] = produceWithPatches(base, change.recipe)
       } catch (cause) {

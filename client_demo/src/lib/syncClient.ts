@@ -21,8 +21,11 @@ import type { ServerMessage } from "./protocol"
 import { randomId } from "./randomId"
 import { Replica } from "./replica"
 import type { Outcome, Recipe } from "./replica"
+import { DEFAULT_UNDO, UndoHistory, inverted, revertRecipe } from "./undo"
+import type { RevertCount, UndoEntry, UndoOptions } from "./undo"
 
 export type { Recipe } from "./replica"
+export type { UndoOptions } from "./undo"
 
 /**
  * - `connecting`: no state yet, waiting for the first connection;
@@ -39,6 +42,14 @@ export interface SyncSnapshot<T> {
   /** The latest server version the client holds; undefined before the first snapshot. */
   readonly version: number | undefined
   readonly status: Status
+  /** Whether `undo()` / `redo()` have a step to try. */
+  readonly canUndo: boolean
+  readonly canRedo: boolean
+}
+
+export interface UpdateOptions {
+  /** False: the change is not recorded for undo (and does not clear the redo stack). Default true. */
+  readonly undoable?: boolean
 }
 
 /** The part of the browser's WebSocket the client uses. */
@@ -56,6 +67,8 @@ export interface SyncClientOptions {
    * a random delay under a ceiling from 50 ms doubling to 2 s. A conflict is retried without limit.
    */
   readonly conflictBackoff?: BackoffOptions
+  /** Undo grouping, depth and the id member of array elements (defaults 500 ms, 100, `id`). */
+  readonly undo?: UndoOptions
   readonly createSocket?: (url: string) => SocketLike
 }
 
@@ -69,6 +82,8 @@ export class SyncClient<T> {
   private readonly backoff: BackoffOptions
   private readonly conflictBackoff: BackoffOptions
   private readonly createSocket: (url: string) => SocketLike
+  private readonly history: UndoHistory<T>
+  private readonly idField: string
 
   private replica: Replica<T> | undefined
   private socket: SocketLike | undefined
@@ -83,7 +98,13 @@ export class SyncClient<T> {
   /** Set while the head change waits out its conflict backoff before being resent. */
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private lastChangeId = 0
-  private snapshot: SyncSnapshot<T> = { state: undefined, version: undefined, status: "offline" }
+  private snapshot: SyncSnapshot<T> = {
+    state: undefined,
+    version: undefined,
+    status: "offline",
+    canUndo: false,
+    canRedo: false,
+  }
   private readonly listeners = new Set<() => void>()
   private readonly errorListeners = new Set<(error: SyncError) => void>()
 
@@ -95,6 +116,8 @@ export class SyncClient<T> {
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
     this.conflictBackoff = options.conflictBackoff ?? CONFLICT_BACKOFF
     this.createSocket = options.createSocket ?? ((url) => new WebSocket(url))
+    this.history = new UndoHistory<T>(options.undo)
+    this.idField = options.undo?.idField ?? DEFAULT_UNDO.idField
   }
 
   get state(): T | undefined {
@@ -152,12 +175,79 @@ export class SyncClient<T> {
    * is ready for them. Call it from event handlers, never during render or inside a React state
    * updater. The recipe may be re-run later on newer server state, so it must be pure.
    * Throws before the first snapshot (status `connecting`), since there is nothing to change yet.
+   * The change becomes (part of) an undo step unless `{ undoable: false }`.
    */
-  update(recipe: Recipe<T>): void {
+  update(recipe: Recipe<T>, options: UpdateOptions = {}): void {
     if (!this.replica) throw new Error("SyncClient.update() before the first snapshot arrived")
-    if (!this.replica.local(recipe)) return
+    const change = this.replica.local(recipe)
+    if (!change) return
+    if (options.undoable !== false) this.history.capture(change)
     this.flush()
     this.emit()
+  }
+
+  get canUndo(): boolean {
+    return this.snapshot.canUndo
+  }
+
+  get canRedo(): boolean {
+    return this.snapshot.canRedo
+  }
+
+  /**
+   * Reverts this client's latest undo step as a new change, only where the document still holds
+   * what that step wrote (a collaborator's newer value wins). A step not sent yet is taken out of
+   * the queue instead. A step of which nothing applies any more is skipped, reported through
+   * `onError` (code `undo_skipped`), and the next one is tried. True if a step was undone.
+   */
+  undo(): boolean {
+    return this.step("undo")
+  }
+
+  /** Re-applies the latest undone step, where the document still holds what the undo produced (`redo_skipped`). */
+  redo(): boolean {
+    return this.step("redo")
+  }
+
+  /** Every change made inside `fn` forms one undo step. Returns what `fn` returns. */
+  batch<R>(fn: () => R): R {
+    return this.history.batch(fn)
+  }
+
+  /** The next change starts a new undo step, however soon it follows. */
+  stopCapturing(): void {
+    this.history.stopCapturing()
+  }
+
+  private step(direction: "undo" | "redo"): boolean {
+    const replica = this.replica
+    if (!replica) return false
+    const history = this.history
+    const take = () => (direction === "undo" ? history.popUndo() : history.popRedo())
+    const give = (entry: UndoEntry<T>) => (direction === "undo" ? history.pushRedo(entry) : history.pushUndo(entry))
+    let done = false
+    for (let entry = take(); entry && !done; entry = done ? undefined : take()) {
+      if (replica.withdraw(entry.edits)) {
+        give({ edits: entry.edits.map(inverted).reverse() })
+        done = true
+        continue
+      }
+      const count: RevertCount = { applied: 0, skipped: 0 }
+      const change = replica.local(revertRecipe(entry.edits, this.idField, count))
+      if (change) {
+        give({ edits: [change] })
+        done = true
+      } else {
+        const why =
+          count.skipped > 0
+            ? `everything it would restore was changed by someone else since (${count.skipped} skipped)`
+            : "it has nothing left to restore"
+        this.fail(new SyncError(`${direction}_skipped`, `a step was skipped, ${why}`))
+      }
+    }
+    this.flush()
+    this.emit()
+    return done
   }
 
   private openSocket(): void {
@@ -301,9 +391,18 @@ export class SyncClient<T> {
     const state = this.replica?.shown
     const version = this.replica?.version
     const status = this.currentStatus()
+    const { canUndo, canRedo } = this.history
     const previous = this.snapshot
-    if (previous.state === state && previous.version === version && previous.status === status) return
-    this.snapshot = { state, version, status }
+    if (
+      previous.state === state &&
+      previous.version === version &&
+      previous.status === status &&
+      previous.canUndo === canUndo &&
+      previous.canRedo === canRedo
+    ) {
+      return
+    }
+    this.snapshot = { state, version, status, canUndo, canRedo }
     for (const listener of [...this.listeners]) listener()
   }
 
