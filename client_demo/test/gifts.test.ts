@@ -29,6 +29,11 @@ describe("gift recipes", () => {
     expect(patches).toEqual([{ op: "remove", path: ["gifts", 1, "reservedBy"] }])
   })
 
+  it("treats a null reservation (as a gift added over HTTP may have) as free", () => {
+    const withNull: GiftList = { gifts: [{ id: "http", description: "Over HTTP", image: "", reservedBy: null }] }
+    expect(run(withNull, toggleReservation("http", 3))[0].gifts?.[0]?.reservedBy).toBe(3)
+  })
+
   it("leaves someone else's reservation and unknown gifts alone", () => {
     expect(run(list, toggleReservation("theirs", 1))[1]).toEqual([])
     expect(run(list, toggleReservation("gone", 1))[1]).toEqual([])

@@ -10,7 +10,7 @@ interface Props {
 }
 
 export const GiftItem = memo(function GiftItem({ gift, userId, onToggle, onRemove }: Props) {
-  const reservedBy = gift.reservedBy
+  const reservedBy = gift.reservedBy ?? undefined // null (over HTTP) is free too
   const mine = reservedBy === userId
   const takenByOther = reservedBy !== undefined && !mine
   const reservation =

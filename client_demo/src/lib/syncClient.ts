@@ -240,9 +240,9 @@ export class SyncClient<T> {
       } else {
         const why =
           count.skipped > 0
-            ? `everything it would restore was changed by someone else since (${count.skipped} skipped)`
-            : "it has nothing left to restore"
-        this.fail(new SyncError(`${direction}_skipped`, `a step was skipped, ${why}`))
+            ? "every value it would restore was changed by someone else since"
+            : "nothing of it is left to restore"
+        this.fail(new SyncError(`${direction}_skipped`, `${direction} skipped a step: ${why}`))
       }
     }
     this.flush()
