@@ -540,6 +540,26 @@ describe("SyncClient undo and redo", () => {
     expect(errors.map((error) => error.code)).toEqual(["redo_skipped"])
   })
 
+  it("undoes a change as first sent when the server answers its resend as a duplicate", () => {
+    client.update((d) => {
+      d.title = d.title === "list" ? "mine" : "list" // not idempotent: a re-run on itself undoes it
+    })
+    socket.drop() // the ack is lost with the connection
+    vi.advanceTimersByTime(10_000)
+    socket = sockets[sockets.length - 1]!
+    socket.accept()
+    remote([{ op: "replace", path: ["title"], value: "mine" }]) // the catch-up holds our change
+    socket.deliver({ type: "synced", version })
+    expect(socket.sent).toEqual([
+      { type: "patch", id: "1", base: 2, patches: [{ op: "replace", path: ["title"], value: "list" }] },
+    ])
+    socket.deliver({ type: "ack", id: "1", version: 2 }) // recognised: the original ack
+    expect(client.state?.title).toBe("mine")
+    client.undo()
+    ackAll()
+    expect(client.state?.title).toBe("list")
+  })
+
   it("skips a step whose change was dropped: nothing of it happened", () => {
     client.update(reserve("a", 1))
     socket.deliver({ type: "reject", id: "1", version, error: { code: "forbidden", message: "no" } })

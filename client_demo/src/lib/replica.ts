@@ -37,6 +37,8 @@ export interface Change<T> {
   after: T
   /** The patches last sent under `id`: what the server commits if it accepts `id`. */
   sent?: Patch[]
+  /** `before` and `after` when first sent under `id`: its last run, if the server already had it. */
+  sentRun?: { readonly before: T; readonly after: T }
   conflicts: number
 }
 
@@ -133,6 +135,7 @@ export class Replica<T> {
     while (this.pending[0]?.patches.length === 0) this.pending.shift()
     const head = this.pending[0]
     if (!head) return undefined
+    if (head.sent === undefined) head.sentRun = { before: head.before, after: head.after }
     head.sent = head.patches
     return { id: head.id, base: this.confirmedVersion, patches: head.patches }
   }
@@ -150,8 +153,9 @@ export class Replica<T> {
     }
     if (version <= this.confirmedVersion) {
       // Already in the confirmed state: it came back as a patch or in a snapshot (a resend the
-      // server deduplicated after a reconnect).
+      // server deduplicated after a reconnect), as first sent: later re-runs ran on top of it.
       this.pending.shift()
+      if (head.sentRun) ({ before: head.before, after: head.after } = head.sentRun)
       this.rebase()
       return "settled"
     }

@@ -159,7 +159,7 @@ interface Context {
 const ABSENT = Symbol("absent")
 type Kind = "object" | "array" | "leaf" | "absent"
 
-function revertRoot(root: unknown, isDraft: boolean, before: unknown, after: unknown, context: Context): unknown {
+function revertRoot(root: unknown, rootIsDraft: boolean, before: unknown, after: unknown, context: Context): unknown {
   if (before === after) return root
   const kind = kindOf(after)
   if ((kind === "object" || kind === "array") && kindOf(before) === kind) {
@@ -167,7 +167,7 @@ function revertRoot(root: unknown, isDraft: boolean, before: unknown, after: unk
       revertContainer(root, before, after, context)
       return root
     }
-  } else if (deepEqual(root, after) && !(isDraft && context.tally.applied > 0)) {
+  } else if (deepEqual(root, after) && !(rootIsDraft && context.tally.applied > 0)) {
     // A replaced root is given back by the recipe, which Immer allows only for an unmodified draft.
     context.tally.applied += 1
     return before
@@ -236,7 +236,7 @@ function revertShift(current: any[], before: readonly unknown[], after: readonly
   let start = 0
   while (start < before.length && start < after.length && before[start] === after[start]) start++
   for (let index = start; index < after.length; index++) {
-    if (!deepEqual(current[index], after[index])) return false
+    if (!deepEqual(member(current, index), after[index])) return false
   }
   let tail = 0
   while (
@@ -266,7 +266,7 @@ function revertById(current: any[], before: readonly unknown[], after: readonly 
   for (const wrote of after) {
     if (wasAt.has(id(wrote))) continue
     const at = indexById(current, id(wrote), idField)
-    if (at >= 0 && deepEqual(current[at], wrote)) {
+    if (at >= 0 && deepEqual(member(current, at), wrote)) {
       current.splice(at, 1)
       tally.applied += 1
     } else {
@@ -308,12 +308,15 @@ function insertionIndex(current: any[], before: readonly unknown[], index: numbe
 function locate(current: any[], after: readonly unknown[], index: number, idField: string): number {
   const key = idOf(after[index], idField)
   if (key === undefined) return current.length === after.length ? index : -1
-  if (idOf(current[index], idField) === key) return index
+  if (idOf(member(current, index), idField) === key) return index
   return indexById(current, key, idField)
 }
 
 function indexById(current: any[], key: unknown, idField: string): number {
-  return current.findIndex((element) => idOf(element, idField) === key)
+  for (let index = 0; index < current.length; index++) {
+    if (idOf(member(current, index), idField) === key) return index
+  }
+  return -1
 }
 
 function idOf(value: unknown, idField: string): unknown {
@@ -334,9 +337,13 @@ function sameElement(was: unknown, after: unknown, idField: string): boolean {
   return kind === kindOf(after) && (kind !== "object" || idOf(was, idField) === idOf(after, idField))
 }
 
+/**
+ * `container[key]`, or ABSENT. Read through the property descriptor: on an Immer draft (any
+ * version) it holds the underlying value rather than a new child draft, so an element nobody
+ * touched in this run is still identical to the state it came from, and comparing it is O(1).
+ */
 function member(container: any, key: string | number): unknown {
-  if (!Object.prototype.hasOwnProperty.call(container, key)) return ABSENT
-  const value = container[key]
+  const value: unknown = Object.getOwnPropertyDescriptor(container, key)?.value
   return value === undefined ? ABSENT : value
 }
 
@@ -346,22 +353,24 @@ function kindOf(value: unknown): Kind {
   return typeof value === "object" && value !== null ? "object" : "leaf"
 }
 
-/** JSON deep equality; reads drafts through their proxies. */
+/** JSON deep equality (members holding `undefined` count as absent); works on drafts too. */
 export function deepEqual(left: unknown, right: unknown): boolean {
   if (left === right) return true
   const kind = kindOf(left)
   if (kind !== kindOf(right) || kind === "leaf" || kind === "absent") return false
   if (kind === "array") {
-    const a = left as unknown[]
-    const b = right as unknown[]
-    return a.length === b.length && a.every((value, index) => deepEqual(value, b[index]))
+    const length = (left as unknown[]).length
+    if ((right as unknown[]).length !== length) return false
+    for (let index = 0; index < length; index++) {
+      if (!deepEqual(member(left, index), member(right, index))) return false
+    }
+    return true
   }
-  const a = left as Record<string, unknown>
-  const b = right as Record<string, unknown>
-  const keys = Object.keys(a).filter((key) => a[key] !== undefined)
-  if (keys.length !== Object.keys(b).filter((key) => b[key] !== undefined).length) return false
+  const keys = Object.keys(left as object).filter((key) => member(left, key) !== ABSENT)
+  const others = Object.keys(right as object).filter((key) => member(right, key) !== ABSENT)
+  if (keys.length !== others.length) return false
   return keys.every((key) => {
-    const other = member(b, key)
-    return other !== ABSENT && deepEqual(a[key], other)
+    const other = member(right, key)
+    return other !== ABSENT && deepEqual(member(left, key), other)
   })
 }
