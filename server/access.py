@@ -51,6 +51,11 @@ class Principal:
     expires: float | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # accept "read"/"write" and a single glob from hooks
+        object.__setattr__(self, "role", Role(self.role))
+        if isinstance(self.docs, str):
+            object.__setattr__(self, "docs", (self.docs,))
+
     def covers(self, doc: str) -> bool:
         return covers(self.docs, doc)
 
