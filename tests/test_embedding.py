@@ -25,6 +25,7 @@ from server import Settings, create_app, running
 
 from .clients import WsClient, closed_with
 from .conftest import ROOT, AppServer, free_port
+from .oracle.nodejs import node_executable
 
 ServeApp = Callable[..., AppServer]
 SECRET = "example-secret-for-the-tests-0123456789-abcdefghijklmnop"
@@ -172,6 +173,20 @@ def test_an_expired_token_is_replaced_by_a_fresh_one(example: Example) -> None:
     r = httpx.get(f"{example.url}/collab/docs/gifts-exp/state",
                   headers={"authorization": f"Bearer {fresh}"})
     assert r.json() == {"gifts": GIFTS}
+
+
+@pytest.mark.node
+def test_the_browser_client_gets_its_tokens_from_the_example(example: Example) -> None:
+    """client_demo/test/e2e/getToken.e2e.ts: the real SyncClient (vitest, Node) with getToken
+    fetching from /token, through a token expiry and the resume."""
+    node_executable()  # fails with what to install when Node or the npm packages are missing
+    env = {**os.environ, "EXAMPLE_URL": example.url, "EXAMPLE_DOC": "gifts-client",
+           "EXAMPLE_TOKEN_SECONDS": "3"}
+    result = subprocess.run(
+        ["npx", "vitest", "run", "--config", "vitest.e2e.config.ts"], cwd=ROOT / "client_demo",
+        env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed" in result.stdout
 
 
 # -- a plain Starlette host --------------------------------------------------------------------
