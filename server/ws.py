@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,6 +32,7 @@ from .ratelimit import TokenBucket
 logger = logging.getLogger("server.ws")
 _ids = itertools.count(1)
 BEARER_PREFIX = "bearer."
+EXPIRED = "unauthorized: the token has expired"
 
 
 class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -112,9 +114,16 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
     hub.metrics.connections.labels(mode).inc()
     log.info("connected mode=%s format=%s role=%s since=%s", mode, params.fmt, role.value,
              params.since)
+    expiry = None
+    if principal.expires is not None:  # readers too: the connection ends with its credential
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_at(loop.time() + max(0.0, principal.expires - time.time()),
+                              outbox.shutdown, CloseCode.POLICY_VIOLATION, EXPIRED)
     try:
         await _serve(websocket, session, sub, params, bucket, log)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.metrics.connections.labels(mode).dec()
         await hooks.disconnect(context)
 
@@ -204,7 +213,7 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         # the credential expired during the session: nothing of this batch is applied; the
         # client reconnects with a fresh token and resends it (resume and exactly-once)
         session.metrics.rejected.labels(ErrorCode.UNAUTHORIZED.value).inc()
-        sub.outbox.shutdown(CloseCode.POLICY_VIOLATION, "unauthorized: the token has expired")
+        sub.outbox.shutdown(CloseCode.POLICY_VIOLATION, EXPIRED)
         return
     if bucket is not None:
         wait = bucket.take()
