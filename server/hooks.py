@@ -176,10 +176,11 @@ class HookRunner:
         """Whether sessions need this runner at all (``validate`` or ``on_commit``)."""
         return self.hooks.validate is not None or self.hooks.on_commit is not None
 
-    async def _call(self, name: str, call: Awaitable[Any], timeout: float,
-                    failure: type[ServerError], *, may_refuse: bool = True) -> Any:
+    async def _call(self, name: str, hook: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                    timeout: float, failure: type[ServerError], *,
+                    may_refuse: bool = True) -> Any:
         try:
-            return await asyncio.wait_for(call, timeout)
+            return await asyncio.wait_for(hook(*args), timeout)
         except ServerError as exc:
             if not may_refuse:  # a hook that cannot refuse anything: an error like any other
                 self._count(name)
@@ -198,7 +199,7 @@ class HookRunner:
 
     async def authenticate(self, handshake: Handshake) -> Principal:
         assert self.hooks.authenticate is not None
-        principal = await self._call("authenticate", self.hooks.authenticate(handshake),
+        principal = await self._call("authenticate", self.hooks.authenticate, (handshake,),
                                      self.hooks.timeout, Unauthorized)
         if not isinstance(principal, Principal):
             self._count("authenticate")
@@ -207,7 +208,7 @@ class HookRunner:
 
     async def authorize(self, principal: Principal, doc: str) -> Role:
         assert self.hooks.authorize is not None
-        role = await self._call("authorize", self.hooks.authorize(principal, doc),
+        role = await self._call("authorize", self.hooks.authorize, (principal, doc),
                                 self.hooks.timeout, Unauthorized)
         if role is None:
             raise Forbidden(f"no access to document {doc!r}")
@@ -218,13 +219,13 @@ class HookRunner:
 
     async def connect(self, ctx: HookContext) -> None:
         if self.hooks.on_connect is not None:
-            await self._call("on_connect", self.hooks.on_connect(ctx), self.hooks.timeout,
+            await self._call("on_connect", self.hooks.on_connect, (ctx,), self.hooks.timeout,
                              StoreUnavailable)
 
     async def disconnect(self, ctx: HookContext) -> None:
         if self.hooks.on_disconnect is not None:
             with contextlib.suppress(ServerError):  # counted and logged by _call
-                await self._call("on_disconnect", self.hooks.on_disconnect(ctx),
+                await self._call("on_disconnect", self.hooks.on_disconnect, (ctx,),
                                  self.hooks.timeout, StoreUnavailable, may_refuse=False)
 
     # -- sessions (server.hub.SessionHooks) ----------------------------------------------------
@@ -232,7 +233,7 @@ class HookRunner:
     async def load(self, doc: str) -> Any:
         if self.hooks.load is None:
             return None
-        state = await self._call("load", self.hooks.load(doc), self.hooks.timeout,
+        state = await self._call("load", self.hooks.load, (doc,), self.hooks.timeout,
                                  StoreUnavailable)
         try:
             orjson.dumps(state)
@@ -251,7 +252,7 @@ class HookRunner:
         ctx = context if isinstance(context, HookContext) else HookContext(
             Principal("server"), doc)
         batch = Batch(request_id, version, applied.json_patch, applied.immer, before or {})
-        await self._call("validate", self.hooks.validate(ctx, batch, state),
+        await self._call("validate", self.hooks.validate, (ctx, batch, state),
                          self.hooks.validate_timeout, StoreUnavailable)
 
     def committed(self, doc: str, version: int, json_patch: str, context: Any) -> None:
@@ -283,7 +284,7 @@ class HookRunner:
                                                       if p != "[]") + "]")
                 with contextlib.suppress(ServerError):  # counted and logged by _call
                     await self._call("on_commit",
-                                     on_commit(doc, call.version, patches, call.principal),
+                                     on_commit, (doc, call.version, patches, call.principal),
                                      self.hooks.commit_timeout, StoreUnavailable,
                                      may_refuse=False)
         finally:

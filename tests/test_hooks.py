@@ -333,3 +333,19 @@ def test_the_cli_loads_hooks_from_a_module(server_factory: Any) -> None:
     with pytest.raises(RuntimeError, match="exited"):
         bad.start(timeout=20)
     assert "--hooks tests.hook_module:nothing" in bad.log()
+
+
+def test_a_hook_that_is_not_async_or_raises_at_once_fails_closed(serve_app: ServeApp) -> None:
+    def authorize(principal: Principal, doc: str) -> str:  # forgot the async
+        if doc == "boom":
+            raise KeyError(doc)
+        return "write"
+
+    server = serve_app(create_app(Settings(store_url="memory://"),
+                                  hooks=Hooks(authorize=authorize)))  # type: ignore[arg-type]
+    for doc in ("plain", "boom"):
+        with WsClient(server.ws_url(f"/ws/{doc}")) as c:
+            assert c.expect("error")["error"]["code"] == "unauthorized"
+            assert closed_with(c) == 1008
+        assert httpx.get(f"{server.url}/docs/{doc}/state").status_code == 401
+    assert hook_errors(server, "authorize") == 4
