@@ -43,6 +43,24 @@ class Applied:
     def empty(self) -> bool:
         return not self.json_patch
 
+    def previous(self) -> dict[str, Any]:
+        """The value each JSON Pointer the batch wrote held before the batch (absent where
+        nothing was: a new member, an inserted element), from the undo journal: no copy. Valid
+        until the next batch applies; the values are detached from the document."""
+        before: dict[str, Any] = {}
+        seen: set[str] = set()
+        for op, entry in zip(self.json_patch, self.journal, strict=True):
+            pointer = op["path"]
+            if pointer in seen:
+                continue
+            seen.add(pointer)
+            kind = entry[0]
+            if kind == "root":
+                before[pointer] = entry[1]
+            elif kind in ("dset", "ddel", "lset", "lpop") and entry[3] is not MISSING:
+                before[pointer] = entry[3]
+        return before
+
 
 def _size(value: Any) -> int:
     """Serialized size of a JSON value, in bytes."""

@@ -69,7 +69,15 @@ export interface SyncClientOptions {
   readonly conflictBackoff?: BackoffOptions
   /** Undo grouping, depth and the id member of array elements (defaults 500 ms, 100, `id`). */
   readonly undo?: UndoOptions
-  readonly createSocket?: (url: string) => SocketLike
+  /**
+   * Asks the app for an access token (e.g. a short-lived JWT from its backend), called before
+   * every connection and reconnection; sent as the WebSocket subprotocol `bearer.TOKEN`. A token
+   * that expires makes the server close the connection: the client reconnects with a fresh one and
+   * resends what was not acknowledged. If it throws, the error is reported and the client retries
+   * with backoff.
+   */
+  readonly getToken?: () => string | Promise<string>
+  readonly createSocket?: (url: string, protocols?: string[]) => SocketLike
 }
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,128}$/
@@ -81,9 +89,12 @@ export class SyncClient<T> {
   private readonly url: string
   private readonly backoff: BackoffOptions
   private readonly conflictBackoff: BackoffOptions
-  private readonly createSocket: (url: string) => SocketLike
   private readonly history: UndoHistory<T>
   private readonly idField: string
+  private readonly createSocket: (url: string, protocols?: string[]) => SocketLike
+  private readonly getToken: (() => string | Promise<string>) | undefined
+  /** Counts connection attempts, so a token that arrives late for an abandoned one is dropped. */
+  private opening = 0
 
   private replica: Replica<T> | undefined
   private socket: SocketLike | undefined
@@ -115,9 +126,10 @@ export class SyncClient<T> {
     this.url = options.url.replace(/\/+$/, "")
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
     this.conflictBackoff = options.conflictBackoff ?? CONFLICT_BACKOFF
-    this.createSocket = options.createSocket ?? ((url) => new WebSocket(url))
     this.history = new UndoHistory<T>(options.undo)
     this.idField = options.undo?.idField ?? DEFAULT_UNDO.idField
+    this.createSocket = options.createSocket ?? ((url, protocols) => new WebSocket(url, protocols))
+    this.getToken = options.getToken
   }
 
   get state(): T | undefined {
@@ -164,6 +176,7 @@ export class SyncClient<T> {
   disconnect(): void {
     if (!this.wanted) return
     this.wanted = false
+    this.opening++
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.dropSocket()
@@ -251,7 +264,29 @@ export class SyncClient<T> {
   }
 
   private openSocket(): void {
-    const socket = this.createSocket(this.endpoint())
+    const attempt = ++this.opening
+    if (!this.getToken) {
+      this.attach(this.createSocket(this.endpoint()))
+      return
+    }
+    const getToken = this.getToken
+    Promise.resolve()
+      .then(getToken)
+      .then(
+        (token) => {
+          if (attempt !== this.opening || !this.wanted) return
+          this.attach(this.createSocket(this.endpoint(), [`bearer.${token}`]))
+        },
+        (error: unknown) => {
+          if (attempt !== this.opening || !this.wanted) return
+          this.fail(new SyncError("unauthorized", `getToken failed: ${String(error)}`, { cause: error }))
+          this.scheduleReconnect()
+          this.emit()
+        },
+      )
+  }
+
+  private attach(socket: SocketLike): void {
     this.socket = socket
     socket.onopen = () => {
       this.open = true
