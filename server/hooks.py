@@ -14,7 +14,7 @@ An application passes a :class:`Hooks` to ``create_app(settings, hooks=...)`` (o
 
 Failures fail closed. A hook that raises a :class:`~server.errors.ServerError` (``Forbidden``,
 ``InvalidInput``...) gives that code to the client. Any other exception, or a hook over its time
-budget, is counted in ``immer_hook_errors_total{hook}``, logged, and refuses what it guarded:
+budget, is counted in ``hook_errors_total{hook}``, logged, and refuses what it guarded:
 ``authenticate``/``authorize`` with ``unauthorized``, ``load``/``validate``/``on_connect`` with
 ``unavailable`` (a rejected batch leaves the document unchanged). ``on_commit`` and
 ``on_disconnect`` cannot refuse anything: their failures are only counted and logged.

@@ -49,7 +49,7 @@ class Metrics:
             "immer_slow_consumer_disconnects", "Connections closed for an overflowing queue",
             registry=r)
         self.hook_errors = Counter(
-            "immer_hook_errors", "Hook calls that raised or ran over their time budget",
+            "hook_errors", "Hook calls that raised or ran over their time budget",
             ["hook"], registry=r)
         r.register(_Gauges(hub))
 

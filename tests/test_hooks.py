@@ -44,7 +44,7 @@ def joined(server: AppServer, path: str, **kwargs: Any) -> WsClient:
 
 def hook_errors(server: AppServer, hook: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
-    match = re.search(rf'immer_hook_errors_total{{hook="{hook}"}} (\S+)', text)
+    match = re.search(rf'^hook_errors_total{{hook="{hook}"}} (\S+)', text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
