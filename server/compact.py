@@ -12,16 +12,10 @@ one array A that only replace existing elements, append at the end and remove fr
 (Immer's ``generateArrayPatches`` shape). Shifts are found by comparing the run's values with
 the elements of A at the indexes the run names; values compare by their exact JSON image
 (``orjson`` bytes: key order, and ``1`` against ``1.0``, included), so a kept element is
-byte-for-byte the one the original batch would have written. Elements that earlier operations
-of the batch wrote inside (Immer writes an edited element's fields before its array's cascade)
-are never matched, so never moved. A run is left alone when an earlier operation wrote A, an
-ancestor or an element of A as a whole, or inserted into or removed from an ancestor (the
-document would no longer show the array the batch has reached), when A does not resolve to an
-array, or when the rewrite is not shorter.
+byte-for-byte the one the original batch would have written. A run is left alone when an
+earlier operation of the batch touched A, an ancestor or a descendant (its base would no longer
+be the document's), when it does not resolve to an array, or when the rewrite is not shorter.
 The cost is proportional to the batch: only elements at indexes the batch names are read.
-
-A ``replace`` of a whole array by another (``list = list.filter(...)`` in a recipe) is rewritten
-the same way when the index operations move no element of the array (re-send none of them).
 """
 
 from __future__ import annotations
@@ -48,112 +42,114 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     """
     out: list[Op] = []
     changed = False
-    touched = _Touched()
+    earlier = _Earlier()
     i = 0
     while i < len(ops):
         op = ops[i]
-        if op.op in ("add", "remove", "replace") and op.path and _element(op.path[-1]):
+        if op.op in ("add", "remove", "replace") and op.path:
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
-            dirty = touched.inside(tokens)
-            array = None if dirty is None else _resolve(state, parent)
-            if dirty is not None and isinstance(array, list):
-                run = _Run(array)
-                end = i
-                while end < len(ops) and run.take(ops[end], parent, tokens):
-                    end += 1
-                if end - i >= 2:
-                    rewritten = run.rewrite(ops[i:end], parent, dirty)
-                    changed = changed or rewritten is not None
-                    out.extend(ops[i:end] if rewritten is None else rewritten)
-                    touched.add(parent)  # as if the array itself was written: O(1) a run
-                    i = end
-                    continue
-        if op.op == "replace" and isinstance(op.value, list):  # not in a run: a whole array
-            tokens = tuple(str(s) for s in op.path)
-            array = None if touched.anything(tokens) else _resolve(state, op.path)
-            if isinstance(array, list):
-                rewritten = _rewrite_whole(array, op)
-                if rewritten is not None:
-                    out.extend(rewritten)
-                    changed = True
-                    touched.add(op.path)
-                    i += 1
-                    continue
+            if earlier.allows(tokens):
+                array = _resolve(state, parent)
+                if isinstance(array, list):
+                    run = _Run(array)
+                    end = i
+                    while end < len(ops) and run.take(ops[end], parent, tokens):
+                        end += 1
+                    if end - i >= 2 and earlier.unchanged_from(tokens, run.lowest):
+                        rewritten = run.rewrite(ops[i:end], parent)
+                        changed = changed or rewritten is not None
+                        out.extend(ops[i:end] if rewritten is None else rewritten)
+                        # as if the array itself was written: coarser, and O(1) a run
+                        earlier.touch(Op("replace", parent))
+                        i = end
+                        continue
+        if op.op == "replace" and isinstance(op.value, list):
+            rewritten = _whole_array(op, state, earlier)
+            if rewritten is not None:
+                out.extend(rewritten)
+                changed = True
+                earlier.touch(op)
+                i += 1
+                continue
         out.append(op)
-        shifts = op.op in ("add", "remove", "move", "copy") or op.path[-1:] == ("length",)
-        touched.add(op.path, shifts)
-        if op.from_ is not None:
-            touched.add(op.from_, op.op == "move")
+        earlier.touch(op)
         i += 1
     return out if changed else None
 
 
-def _element(seg: Segment) -> bool:
-    """Whether an operation ending in ``seg`` may address an array element (or its length)."""
-    return isinstance(seg, int) or seg in ("-", "length") or _index(seg) is not None
+def _whole_array(op: Op, state: Any, earlier: _Earlier) -> list[Op] | None:
+    """A replaced array (Immer writes ``draft.list = draft.list.filter(...)`` so) as the index
+    operations that turn the document's array into the new one, when they are few: at most
+    half as many as the new array's elements (a filter that drops one gift is one remove)."""
+    tokens = tuple(str(s) for s in op.path)
+    if not earlier.allows(tokens) or not earlier.unchanged_from(tokens, 0):
+        return None
+    old = _resolve(state, op.path) if op.path else state
+    if not isinstance(old, list) or not old:
+        return None
+    new: list[Any] = op.value
+    budget = len(new) // 2
+    if budget == 0 or len(old) > 2 * len(new):
+        return None
+    try:  # the window read is bounded by the new array's size, which the batch carries
+        edits = shortest_edits(old, len(new), dict(enumerate(new)), len(new), _key)
+    except orjson.JSONEncodeError:
+        return None
+    if edits is None or len(edits) > budget:
+        return None
+    numeric = op.immer
+    return [Op("remove", (*op.path, idx if numeric else str(idx)), MISSING, None, op.immer)
+            if name == "remove" else
+            Op(name, (*op.path, idx if numeric else str(idx)), value, None, op.immer)  # type: ignore[arg-type]
+            for name, idx, value, _ in edits]
 
 
-class _Touched:
-    """The paths the earlier operations of a batch wrote (or read), indexed when first asked
-    (a batch without arrays to compact pays nothing)."""
+def _shifts(name: str, last: str) -> bool:
+    """An insert or removal by index (an object member's key is no index, usually), or an Immer
+    <= 9 ``length`` cut."""
+    if name == "replace":
+        return last == "length"
+    return name in ("add", "remove", "move", "copy") and (
+        last == "-" or (last.isascii() and last.isdigit()))
 
-    __slots__ = ("inner", "parents", "paths", "pending", "prefixes", "shifted")
+
+class _Earlier:
+    """What the operations before a run did, so a run compares only elements that are still
+    the document's: its array and its ancestors unwritten, nothing inserted into or removed
+    from it, and no element at or above the run's lowest index written inside (Immer puts the
+    edits of elements that stay where they are before the cascade of the elements that move)."""
+
+    __slots__ = ("below", "paths", "shifted")
 
     def __init__(self) -> None:
-        self.pending: list[tuple[tuple[Segment, ...], bool]] = []
-        self.paths: set[Tokens] = set()
-        self.prefixes: set[Tokens] = set()  # every prefix of those, the paths included
-        self.parents: set[Tokens] = set()  # the parent of each
-        self.shifted: set[Tokens] = set()  # the parent of each insert or removal
-        self.inner: dict[Tokens, set[str]] = {}  # children written inside, not as a whole
+        self.paths: set[Tokens] = set()  # paths written (or read) by earlier operations
+        self.below: dict[Tokens, set[str]] = {}  # for each prefix of those, the tokens under it
+        self.shifted: set[Tokens] = set()  # arrays an earlier operation inserted or removed in
 
-    def add(self, path: tuple[Segment, ...], shifts: bool = False) -> None:
-        self.pending.append((path, shifts))
-
-    def _index_pending(self) -> None:
-        for path, shifts in self.pending:
-            self._index(path, shifts)
-        self.pending.clear()
-
-    def _index(self, path: tuple[Segment, ...], shifts: bool) -> None:
-        tokens = tuple(str(s) for s in path)
-        self.paths.add(tokens)
-        for k in range(len(tokens) + 1):
-            self.prefixes.add(tokens[:k])
-        if tokens:
-            self.parents.add(tokens[:-1])
-            # an index, or "-": whether the parent was an array is not known, so it may be
-            if shifts and (tokens[-1] in ("-", "length") or _index(tokens[-1]) is not None):
+    def touch(self, op: Op) -> None:
+        for path in (op.path, op.from_):
+            if path is None:
+                continue
+            tokens = tuple(str(s) for s in path)
+            self.paths.add(tokens)
+            for k in range(len(tokens)):
+                self.below.setdefault(tokens[:k], set()).add(tokens[k])
+            if tokens and _shifts(op.op, tokens[-1]):
                 self.shifted.add(tokens[:-1])
-        for k in range(len(tokens) - 1):
-            self.inner.setdefault(tokens[:k], set()).add(tokens[k])
 
-    def moved(self, array: Tokens) -> bool:
-        """Whether ``array`` or an ancestor was written, or an ancestor had an element inserted
-        or removed (or its Immer ``length`` set): the document's value at that path is no longer
-        the batch's."""
-        self._index_pending()
-        return any(array[:k] in self.paths or array[:k] in self.shifted
-                   for k in range(len(array))) or array in self.paths
+    def allows(self, array: Tokens) -> bool:
+        """Neither ``array`` nor an ancestor was written, nor was anything inserted into or
+        removed from it or an ancestor (which would make its path name another value)."""
+        return not any(array[:k] in self.paths or array[:k] in self.shifted
+                       for k in range(len(array) + 1))
 
-    def anything(self, array: Tokens) -> bool:
-        """Whether ``array`` moved, or a descendant was touched."""
-        return self.moved(array) or array in self.prefixes
-
-    def inside(self, array: Tokens) -> set[int] | None:
-        """The indexes of ``array`` whose elements were written inside (in place: their
-        positions still hold), or None when it moved or an element was written as a whole
-        (then the document no longer shows the array the batch has reached)."""
-        if self.moved(array) or array in self.parents:  # (moved indexes what is pending)
-            return None
-        dirty = set()
-        for token in self.inner.get(array, ()):
-            idx = _index(token)
-            if idx is None:
-                return None
-            dirty.add(idx)
-        return dirty
+    def unchanged_from(self, array: Tokens, lowest: int) -> bool:
+        """No element of ``array`` at index ``lowest`` or above was written inside."""
+        for token in self.below.get(array, ()):
+            if not (token.isascii() and token.isdigit()) or int(token) >= lowest:
+                return False
+        return True
 
 
 def _index(seg: Segment) -> int | None:
@@ -191,11 +187,12 @@ def _key(value: Any) -> bytes:
 class _Run:
     """A cascade on one array being read: the array's length and the values written where."""
 
-    __slots__ = ("base", "immer", "length", "written")
+    __slots__ = ("base", "immer", "length", "lowest", "written")
 
     def __init__(self, base: list[Any]) -> None:
         self.base = base
         self.length = len(base)
+        self.lowest = len(base)  # the lowest index the run names (it reads nothing below)
         self.written: dict[int, Any] = {}
         self.immer: bool | None = None  # the run's semantics, Immer or RFC 6902, are one
 
@@ -216,12 +213,10 @@ class _Run:
             n = op.value
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.length:
                 return False
-            if self.length - n < len(self.written):  # cut what was written: the cheaper way
-                for k in range(n, self.length):
-                    self.written.pop(k, None)
-            else:
+            if any(k >= n for k in self.written):
                 self.written = {k: v for k, v in self.written.items() if k < n}
             self.length = n
+            self.lowest = min(self.lowest, n)
             return True
         idx = self.length if (last == "-" and op.op == "add" and not op.immer) else _index(last)
         if idx is None:
@@ -236,59 +231,33 @@ class _Run:
             self.length -= 1
         else:
             return False
+        self.lowest = min(self.lowest, idx)
         return True
 
-    def rewrite(self, run: list[Op], parent: tuple[Segment, ...],
-                dirty: set[int]) -> list[Op] | None:
+    def rewrite(self, run: list[Op], parent: tuple[Segment, ...]) -> list[Op] | None:
         try:
-            edits = shortest_edits(self.base, self.length, self.written, len(run), _key,
-                                   len(run), dirty=dirty)
+            edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
         except orjson.JSONEncodeError:
             return None
-        # fewer operations, or as many carrying fewer values (a removal for a replace); never
-        # none: a batch that changes nothing still makes a version
-        if not edits or (len(edits) == len(run) and _carrying(edits) >= sum(
-                op.op != "remove" and op.path[-1] != "length" for op in run)):
+        # fewer operations, or as many that address elements by what they are rather than by
+        # where they were (an insert and the edit of the element it moved, not two replaces)
+        if edits is None or len(edits) > len(run) or (len(edits) == len(run) and [
+            (name, idx) for name, idx, _, _ in edits
+        ] == [(op.op, _index(op.path[-1])) for op in run]):
             return None
+        immer = run[0].immer
         # keep the input's segment type: ints, unless the run used digit strings
-        numeric = run[0].immer and all(
-            isinstance(op.path[-1], int) or op.path[-1] == "length" for op in run
-        )
-        return _as_ops(edits, parent, run[0].immer, numeric)
-
-
-def _rewrite_whole(base: list[Any], op: Op) -> list[Op] | None:
-    """A replace of a whole array by another (Immer's ``list = list.filter(...)``) as index
-    operations (left as it is if it changes nothing), when they move no element (a permutation stays
-    one replace) and remove no more elements than the new array has (or 2): a concurrent edit
-    of another element then no longer overlaps it."""
-    value: list[Any] = op.value
-    removed = max(2, len(value))
-    try:
-        edits = shortest_edits(base, len(value), dict(enumerate(value)), len(value) + 1, _key,
-                               len(value) + removed, moves=False)
-    except orjson.JSONEncodeError:
-        return None
-    if not edits or len(edits) - _carrying(edits) > removed:
-        return None
-    return _as_ops(edits, op.path, op.immer, op.immer)
-
-
-def _carrying(edits: list[Edit]) -> int:
-    return sum(1 for edit in edits if edit[0] != "remove")
-
-
-def _as_ops(edits: list[Edit], array: tuple[Segment, ...], immer: bool,
-            numeric: bool) -> list[Op]:
-    ops = []
-    for name, idx, value, borrowed in edits:
-        path = (*array, idx if numeric else str(idx))
-        if name == "remove":
-            ops.append(Op("remove", path, MISSING, None, immer))
-        else:
-            # an element taken from the document must not alias it in the applied batch
-            ops.append(Op(name, path, own(value) if borrowed else value, None, immer))  # type: ignore[arg-type]
-    return ops
+        numeric = immer and all(isinstance(op.path[-1], int) or op.path[-1] == "length"
+                                for op in run)
+        ops = []
+        for name, idx, value, borrowed in edits:
+            path = (*parent, idx if numeric else str(idx))
+            if name == "remove":
+                ops.append(Op("remove", path, MISSING, None, immer))
+            else:
+                # an element taken from the document must not alias it in the applied batch
+                ops.append(Op(name, path, own(value) if borrowed else value, None, immer))  # type: ignore[arg-type]
+        return ops
 
 
 def shortest_edits(
@@ -297,9 +266,6 @@ def shortest_edits(
     written: dict[int, Any],
     budget: int,
     key: Callable[[Any], Any],
-    limit: int | None = None,
-    dirty: set[int] | frozenset[int] = frozenset(),
-    moves: bool = True,
 ) -> list[Edit] | None:
     """Index edits turning ``base`` into the array a cascade makes, or None if too costly.
 
@@ -307,28 +273,20 @@ def shortest_edits(
     (an unwritten index was never cut off, so it still holds the base's element). ``key`` maps a
     value to something hashable that is equal exactly for interchangeable values. ``budget``,
     the run's operation count, bounds the elements read beyond those named: a common prefix and
-    suffix are kept, and only the middle between them is diffed, greedily. None too when more
-    than ``limit`` edits are needed (by default, fewer than ``budget``: shorter than the run).
-    ``dirty`` indexes of ``base`` hold elements changed since (by earlier operations, in
-    place): they are never matched, so never moved, and None is returned if one would be.
-    Without ``moves``, None is returned too when an edit would re-send an element of ``base``.
+    suffix are kept, and only the middle between them is diffed, greedily.
     """
-    if limit is None:
-        limit = budget - 1
     n, m = len(base), length
     shorter = min(n, m)
     order = sorted(written)
 
     def same_at(k: int, q: int) -> bool:
         """Whether the result's element ``k`` is the base's element ``q``."""
-        if q in dirty or (k not in written and k in dirty):
-            return False
         return bool(key(written[k] if k in written else base[k]) == key(base[q]))
 
     # common prefix: unwritten indexes below `shorter` hold the base's elements
     p = shorter
     for k in order:
-        if k >= shorter or not same_at(k, k):
+        if k >= shorter or key(written[k]) != key(base[k]):
             p = min(k, shorter)
             break
     # common suffix, walking down from both ends
@@ -354,13 +312,15 @@ def shortest_edits(
     if old_n + new_n > 2 * budget + 2:
         return None
     old = base[p : p + old_n]
-    if dirty and any(k not in written and k in dirty for k in range(p, p + new_n)):
-        return None  # an element changed in place would have to move
     new: list[tuple[Any, bool]] = [
         (written[k], False) if k in written else (base[k], True) for k in range(p, p + new_n)
     ]
-    old_keys = [object() if p + t in dirty else key(v) for t, v in enumerate(old)]
-    new_keys = [key(v) for v, _ in new]
+    old_values = [key(v) for v in old]
+    new_values = [key(v) for v, _ in new]
+    # elements are aligned by their `id` member when they have one, so a moved element that was
+    # also edited is one element (kept in place, then replaced), not a removal and an insert
+    old_keys = [_identity(v, k) for v, k in zip(old, old_values, strict=True)]
+    new_keys = [_identity(v, k) for (v, _), k in zip(new, new_values, strict=True)]
     in_old = _Occurrences(old_keys)
     in_new = _Occurrences(new_keys)
     edits: list[Edit] = []
@@ -368,6 +328,11 @@ def shortest_edits(
     pos = p  # where the next element of new goes
     while a < old_n or b < new_n:
         if a < old_n and b < new_n and old_keys[a] == new_keys[b]:
+            if old_values[a] != new_values[b]:  # the same element, edited
+                value, borrowed = new[b]
+                edits.append(("replace", pos, value, borrowed))
+                if len(edits) > budget:
+                    return None
             a, b, pos = a + 1, b + 1, pos + 1
             continue
         if b >= new_n:
@@ -390,15 +355,23 @@ def shortest_edits(
             a += 1
         else:
             value, borrowed = new[b]
-            if not moves and in_old.where.get(new_keys[b]) is not None:
-                return None  # an element of the base re-sent: moved
             edits.append((action, pos, value, borrowed))
             b, pos = b + 1, pos + 1
             if action == "replace":
                 a += 1
-        if len(edits) > limit:
-            return None  # no need to finish
+        if len(edits) > budget:
+            return None  # longer than the run: no need to finish
     return edits
+
+
+def _identity(value: Any, image: Any) -> Any:
+    """What aligns an element with itself across an edit: ``("id", id)`` for an object with a
+    string or integer ``id`` member, else its exact JSON image."""
+    if isinstance(value, dict):
+        ident = value.get("id")
+        if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
+            return ("id", ident)
+    return image
 
 
 class _Occurrences:

@@ -43,6 +43,24 @@ class Applied:
     def empty(self) -> bool:
         return not self.json_patch
 
+    def previous(self) -> dict[str, Any]:
+        """The value each JSON Pointer the batch wrote held before the batch (absent where
+        nothing was: a new member, an inserted element), from the undo journal: no copy. Valid
+        until the next batch applies; the values are detached from the document."""
+        before: dict[str, Any] = {}
+        seen: set[str] = set()
+        for op, entry in zip(self.json_patch, self.journal, strict=True):
+            pointer = op["path"]
+            if pointer in seen:
+                continue
+            seen.add(pointer)
+            kind = entry[0]
+            if kind == "root":
+                before[pointer] = entry[1]
+            elif kind in ("dset", "ddel", "lset", "lpop") and entry[3] is not MISSING:
+                before[pointer] = entry[3]
+        return before
+
 
 def _size(value: Any) -> int:
     """Serialized size of a JSON value, in bytes."""
@@ -351,11 +369,13 @@ class Document:
         # (version, what it wrote) of the recent batches: what a stale batch is rebased over
         self._history: deque[tuple[int, list[Written]]] = deque(maxlen=max_base_lag)
 
-    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None) -> Applied:
+    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None,
+              *, compacting: bool = True) -> Applied:
         """Apply ``ops`` atomically or raise, leaving the state untouched.
 
         A batch made at an older ``base`` is first rebased over the batches applied since
         (:mod:`server.rebase`); then array shift cascades are compacted (:mod:`server.compact`).
+        ``compacting=False`` skips compaction (a replay of our own log, compact already).
         ``check`` sees the resulting state before the batch is kept and may raise to refuse it
         (schema validation). Returns the applied batch (``rewritten`` when it differs from
         ``ops``); when it changed nothing (``Applied.empty``) the version stays the same.
@@ -363,7 +383,8 @@ class Document:
         sent = ops
         if base is not None:
             ops = self.rebase(ops, base)
-        ops = compact(ops, self.state) or ops
+        if compacting:
+            ops = compact(ops, self.state) or ops
         batch = _Batch(self)
         try:
             for op in ops:

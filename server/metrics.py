@@ -48,6 +48,9 @@ class Metrics:
         self.slow_disconnects = Counter(
             "immer_slow_consumer_disconnects", "Connections closed for an overflowing queue",
             registry=r)
+        self.hook_errors = Counter(
+            "hook_errors", "Hook calls that raised or ran over their time budget",
+            ["hook"], registry=r)
         r.register(_Gauges(hub))
 
     def render(self) -> bytes:
