@@ -46,7 +46,7 @@ def compact(ops: list[Op], state: Any) -> list[Op] | None:
     i = 0
     while i < len(ops):
         op = ops[i]
-        if op.op in ("add", "remove", "replace") and op.path:
+        if op.op in ("add", "remove", "replace") and op.path and _element(op.path[-1]):
             parent = op.path[:-1]
             tokens = tuple(str(s) for s in parent)
             if earlier.allows(tokens):
@@ -120,14 +120,23 @@ class _Earlier:
     from it, and no element at or above the run's lowest index written inside (Immer puts the
     edits of elements that stay where they are before the cascade of the elements that move)."""
 
-    __slots__ = ("below", "paths", "shifted")
+    __slots__ = ("below", "paths", "pending", "shifted")
 
     def __init__(self) -> None:
+        self.pending: list[Op] = []  # not indexed yet: a batch with no run to check pays nothing
         self.paths: set[Tokens] = set()  # paths written (or read) by earlier operations
         self.below: dict[Tokens, set[str]] = {}  # for each prefix of those, the tokens under it
         self.shifted: set[Tokens] = set()  # arrays an earlier operation inserted or removed in
 
     def touch(self, op: Op) -> None:
+        self.pending.append(op)
+
+    def _index_pending(self) -> None:
+        for op in self.pending:
+            self._index(op)
+        self.pending.clear()
+
+    def _index(self, op: Op) -> None:
         for path in (op.path, op.from_):
             if path is None:
                 continue
@@ -141,15 +150,23 @@ class _Earlier:
     def allows(self, array: Tokens) -> bool:
         """Neither ``array`` nor an ancestor was written, nor was anything inserted into or
         removed from it or an ancestor (which would make its path name another value)."""
+        self._index_pending()
         return not any(array[:k] in self.paths or array[:k] in self.shifted
                        for k in range(len(array) + 1))
 
     def unchanged_from(self, array: Tokens, lowest: int) -> bool:
         """No element of ``array`` at index ``lowest`` or above was written inside."""
+        self._index_pending()
         for token in self.below.get(array, ()):
             if not (token.isascii() and token.isdigit()) or int(token) >= lowest:
                 return False
         return True
+
+
+def _element(seg: Segment) -> bool:
+    """Whether an operation ending in ``seg`` may address an array element (or its length):
+    only those can start a run."""
+    return isinstance(seg, int) or seg in ("-", "length") or _index(seg) is not None
 
 
 def _index(seg: Segment) -> int | None:
