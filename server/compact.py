@@ -257,10 +257,14 @@ class _Run:
         except orjson.JSONEncodeError:
             return None
         # fewer operations, or as many that address elements by what they are rather than by
-        # where they were (an insert and the edit of the element it moved, not two replaces)
-        if edits is None or len(edits) > len(run) or (len(edits) == len(run) and [
-            (name, idx) for name, idx, _, _ in edits
-        ] == [(op.op, _index(op.path[-1])) for op in run]):
+        # where they were (an insert and the edit of the element it moved, not two replaces);
+        # as many removals only renumbered would gain nothing (and compacting the output again
+        # must give it back: removals from the end stay removals from the end)
+        if edits is None or len(edits) > len(run) or (len(edits) == len(run) and (
+            [(name, idx) for name, idx, _, _ in edits]
+            == [(op.op, _index(op.path[-1])) for op in run]
+            or all(op.op == "remove" for op in run)
+        )):
             return None
         immer = run[0].immer
         # keep the input's segment type: ints, unless the run used digit strings
