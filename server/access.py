@@ -34,6 +34,7 @@ class Role(StrEnum):
 class Grant:
     docs: tuple[str, ...]
     role: Role
+    user: str | None = None  # the token's ``user`` (or ``name``): who it is, shown in presence
 
     def covers(self, doc: str) -> bool:
         return any(fnmatch.fnmatchcase(doc, pattern) for pattern in self.docs)
@@ -59,7 +60,10 @@ class Tokens:
             docs = (docs,) if isinstance(docs, str) else tuple(docs)
             if not docs or not all(isinstance(d, str) for d in docs):
                 raise ValueError(f"token {token[:4]}...: docs must be a glob or a list of globs")
-            grants[token] = Grant(docs, Role(grant["role"]))
+            user = grant.get("user", grant.get("name"))
+            if user is not None and not isinstance(user, str):
+                raise ValueError(f"token {token[:4]}...: user must be a string")
+            grants[token] = Grant(docs, Role(grant["role"]), user)
         return cls(grants)
 
     def role(self, token: str | None, doc: str) -> Role:
@@ -72,6 +76,11 @@ class Tokens:
         if not grant.covers(doc):
             raise Forbidden(f"this token does not grant access to document {doc!r}")
         return grant.role
+
+    def user(self, token: str | None) -> str | None:
+        """Who ``token`` is (the identity presence shows), or None: never from the client."""
+        grant = self.grants.get(token) if token else None
+        return grant.user if grant is not None else None
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:

@@ -55,11 +55,13 @@ def create_app(settings: Settings) -> Starlette:
         await store.open()
         hub = Hub(settings, store)
         app.state.hub = hub
+        await hub.presence.start()
         evictions = asyncio.create_task(hub.run_evictions())
         try:
             yield
         finally:
             evictions.cancel()
+            await hub.presence.close()
             await hub.close()
             await store.close()
 

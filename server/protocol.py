@@ -16,6 +16,7 @@ from .config import Limits
 from .errors import InvalidInput, ServerError
 from .messages import Format, MessageId, PatchRequest
 from .patches import parse_immer, parse_json_patch
+from .presence import PresenceUpdate, parse_presence
 
 MAX_ID_LENGTH = 128
 
@@ -40,7 +41,7 @@ def parse_ops(patches: Any, fmt: Format, limits: Limits) -> list[Any]:
     return parse_immer(patches, limits) if fmt == "immer" else parse_json_patch(patches, limits)
 
 
-def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest:
+def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest | PresenceUpdate:
     """Parse one protocol-1 frame from a client.
 
     Raises ``ServerError`` for a frame that is not a valid message (answer: ``error``), and
@@ -50,6 +51,8 @@ def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest:
     if not isinstance(message, dict):
         raise InvalidInput("a message must be a JSON object")
     kind = message.get("type")
+    if kind == "presence":
+        return parse_presence(message)
     if kind != "patch":
         raise InvalidInput(f"unknown message type {kind!r}")
     msg_id = message.get("id")

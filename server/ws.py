@@ -21,8 +21,10 @@ from .access import Role, origin_allowed
 from .config import CLIENT_ID_RE, DEFAULT_DOC, DOC_ID_RE
 from .errors import CloseCode, Forbidden, InvalidInput, RateLimited, ServerError
 from .hub import Hub, Session, Subscriber
-from .messages import FORMATS, Format, encode_error
+from .messages import FORMATS, Format, PatchRequest, encode_error
 from .outbox import Outbox
+from .presence import PresenceUpdate
+from .presence_hub import Member
 from .protocol import RejectedRequest, parse_frame, parse_lesson_frame
 from .ratelimit import TokenBucket
 
@@ -57,6 +59,7 @@ class _Params:
         self.since = None if lesson else _int_param(query.get("since"), "since")
         self.epoch = None if lesson else (query.get("epoch") or None)
         self.client = None if lesson else (query.get("client") or None)
+        self.presence = not lesson and query.get("presence") in ("1", "true")
         if self.client is not None and not CLIENT_ID_RE.match(self.client):
             raise InvalidInput("client must be 1-128 characters of [A-Za-z0-9._:-]")
 
@@ -85,9 +88,11 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
         return
     await websocket.accept(subprotocol=params.subprotocol)
     role = Role.WRITE
+    user = None  # the authenticated identity shown in presence, never taken from the client
     try:
         if settings.tokens is not None:
             role = settings.tokens.role(params.token, params.doc)
+            user = settings.tokens.user(params.token)
         session = await hub.session(params.doc)
     except ServerError as exc:
         await _refuse(websocket, exc)
@@ -99,12 +104,13 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
                     on_sent=hub.metrics.bytes_out.inc)
     sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ)
     bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None
+    member = None if lesson else hub.presence.member(params.doc, outbox, user, role is Role.READ)
     mode = "lesson" if lesson else "protocol"
     hub.metrics.connections.labels(mode).inc()
     log.info("connected mode=%s format=%s role=%s since=%s", mode, params.fmt, role.value,
              params.since)
     try:
-        await _serve(websocket, session, sub, params, bucket, log)
+        await _serve(websocket, session, sub, params, bucket, log, member)
     finally:
         hub.metrics.connections.labels(mode).dec()
 
@@ -118,19 +124,23 @@ async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
 
 
 async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params: _Params,
-                 bucket: TokenBucket | None, log: ConnectionLog) -> None:
+                 bucket: TokenBucket | None, log: ConnectionLog, member: Member | None) -> None:
     outbox = sub.outbox
     sender = asyncio.create_task(outbox.run())
     closed = asyncio.create_task(outbox.done.wait())
     receiver: asyncio.Task[None] | None = None
     try:
         await session.join(sub, params.since, params.epoch)  # the catch-up is queued first
-        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
+        if member is not None and params.presence:
+            member.join()  # the full presence list, after synced
+        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket, member))
         await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
     except ServerError as exc:  # the store failed while catching up: the reason says so
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
         session.leave(sub)
+        if member is not None:
+            member.leave()
         if receiver is not None:
             receiver.cancel()
         closed.cancel()
@@ -151,7 +161,7 @@ async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params
 
 
 async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
-                   bucket: TokenBucket | None) -> None:
+                   bucket: TokenBucket | None, member: Member | None) -> None:
     metrics = session.metrics
     while True:
         try:
@@ -170,11 +180,13 @@ async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
                 sub.outbox.put(encode_error(InvalidInput("frames must be JSON text")))
             continue
         metrics.bytes_in.inc(len(text))
-        _handle(session, sub, text, bucket)
+        _handle(session, sub, text, bucket, member)
 
 
-def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | None) -> None:
+def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | None,
+            member: Member | None = None) -> None:
     limits = session.settings.limits
+    request: PatchRequest | PresenceUpdate
     try:
         if sub.lesson:
             request = parse_lesson_frame(text, limits)
@@ -189,6 +201,10 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         else:
             session.metrics.frame_errors.inc()
             sub.outbox.put(encode_error(exc))
+        return
+    if isinstance(request, PresenceUpdate):  # its own bucket, in the member
+        if member is not None:
+            member.update(request)
         return
     if bucket is not None:
         wait = bucket.take()
