@@ -9,10 +9,13 @@
  *     client.subscribe(() => render(client.state, client.status))
  *     client.connect()
  *     client.update((draft) => { draft.gifts.push(gift) })   // from an event handler
+ *     client.setPresence({ pointing: gift.id })                // who is here: `client.others`
  */
 import { DEFAULT_BACKOFF, backoffDelay } from "./backoff"
 import type { BackoffOptions } from "./backoff"
 import { SyncError } from "./errors"
+import { Presence } from "./presence"
+import type { Peer, PresenceSnapshot, PresenceState } from "./presence"
 import { encodePatch, parseFrame } from "./protocol"
 import type { ServerMessage } from "./protocol"
 import { randomId } from "./randomId"
@@ -20,6 +23,7 @@ import { Replica } from "./replica"
 import type { Outcome, Recipe } from "./replica"
 
 export type { Recipe } from "./replica"
+export type { Peer, PresenceSnapshot, PresenceState } from "./presence"
 
 /**
  * - `connecting`: no state yet, waiting for the first connection;
@@ -50,6 +54,8 @@ export interface SyncClientOptions {
   readonly maxConflictRetries?: number
   readonly backoff?: BackoffOptions
   readonly createSocket?: (url: string) => SocketLike
+  /** Presence is sent at most once per this many milliseconds (last value wins). Default 80. */
+  readonly presenceThrottleMs?: number
 }
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,128}$/
@@ -76,6 +82,9 @@ export class SyncClient<T> {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private lastChangeId = 0
   private snapshot: SyncSnapshot<T> = { state: undefined, version: undefined, status: "offline" }
+  private readonly presenceState: Presence
+  private readonly onPageHide = () => this.presenceState.leave()
+  private readonly onPageShow = () => this.presenceState.resume()
   private readonly listeners = new Set<() => void>()
   private readonly errorListeners = new Set<(error: SyncError) => void>()
 
@@ -87,6 +96,13 @@ export class SyncClient<T> {
     this.maxConflictRetries = options.maxConflictRetries ?? DEFAULT_CONFLICT_RETRIES
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
     this.createSocket = options.createSocket ?? ((url) => new WebSocket(url))
+    const sendPresence = (frame: string) => {
+      if (this.socket && this.open) this.socket.send(frame)
+    }
+    const presenceChanged = () => {
+      for (const listener of [...this.listeners]) listener()
+    }
+    this.presenceState = new Presence(sendPresence, presenceChanged, options.presenceThrottleMs)
   }
 
   get state(): T | undefined {
@@ -99,6 +115,32 @@ export class SyncClient<T> {
 
   get status(): Status {
     return this.snapshot.status
+  }
+
+  /** The other connections in the document, with their presence state. */
+  get others(): readonly Peer[] {
+    return this.presenceState.snapshot.others
+  }
+
+  /** My presence state, as last set. */
+  get presence(): Readonly<PresenceState> {
+    return this.presenceState.snapshot.me
+  }
+
+  /**
+   * `{me, others, count}`: a new object only when presence changes, for `useSyncExternalStore`
+   * with `subscribe`. Kept apart from `getSnapshot()` so that views of the document do not
+   * re-render on every cursor move of every peer.
+   */
+  readonly getPresenceSnapshot = (): PresenceSnapshot => this.presenceState.snapshot
+
+  /**
+   * Merges `partial` into my presence (`undefined` removes a key) and sends it to the others, at
+   * most once per `presenceThrottleMs`, the latest value winning. Presence is never stored; it is
+   * sent again after a reconnect, and `null` (gone) when the page is hidden (`pagehide`).
+   */
+  setPresence(partial: PresenceState): void {
+    this.presenceState.set(partial)
   }
 
   readonly getSnapshot = (): SyncSnapshot<T> => this.snapshot
@@ -121,6 +163,10 @@ export class SyncClient<T> {
   /** Starts connecting (and reconnecting until `disconnect()`). Idempotent. */
   connect(): void {
     if (this.wanted) return
+    if (typeof window !== "undefined") {
+      window.addEventListener("pagehide", this.onPageHide)
+      window.addEventListener("pageshow", this.onPageShow)
+    }
     this.openSocket()
     this.wanted = true
     this.emit()
@@ -130,6 +176,10 @@ export class SyncClient<T> {
   disconnect(): void {
     if (!this.wanted) return
     this.wanted = false
+    if (typeof window !== "undefined") {
+      window.removeEventListener("pagehide", this.onPageHide)
+      window.removeEventListener("pageshow", this.onPageShow)
+    }
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.dropSocket()
@@ -165,7 +215,7 @@ export class SyncClient<T> {
   }
 
   private endpoint(): string {
-    const params = new URLSearchParams({ format: "immer", client: this.clientId })
+    const params = new URLSearchParams({ format: "immer", client: this.clientId, presence: "1" })
     if (this.replica && !this.fresh) {
       params.set("since", String(this.replica.version))
       params.set("epoch", String(this.replica.epoch))
@@ -180,6 +230,7 @@ export class SyncClient<T> {
     this.open = false
     this.caughtUp = false
     this.inFlight = false // an unanswered change is resent, with the same id, after reconnecting
+    this.presenceState.close()
     if (!socket) return
     socket.onopen = null
     socket.onmessage = null
@@ -239,6 +290,7 @@ export class SyncClient<T> {
         if (this.replica?.version !== message.version) return false
         this.caughtUp = true
         this.attempt = 0
+        this.presenceState.open()
         return true
       case "ack":
         return this.answered(this.replica?.acknowledge(message.id, message.version) ?? "gap")
@@ -246,6 +298,9 @@ export class SyncClient<T> {
         return this.answered(this.replica?.reject(message.id, message.error, this.maxConflictRetries) ?? "gap")
       case "error":
         this.fail(new SyncError(message.error.code, message.error.message))
+        return true
+      case "presence":
+        this.presenceState.receive(message)
         return true
     }
   }
