@@ -13,7 +13,7 @@ export function Avatar({ userId, label, small = false }: Props) {
   return (
     <span
       className={`avatar${small ? " small" : ""}`}
-      style={{ borderColor: userColor(userId), background: userColor(userId) }}
+      style={{ borderColor: userColor(userId) }}
       title={label ?? name}
       data-user={userId ?? ""}
     >
