@@ -1,6 +1,7 @@
 """Frames in, typed requests out: the parsing half of protocol 1 and of lesson mode.
 
-No sockets here. :func:`parse_frame` turns a text frame into a :class:`PatchRequest` or raises
+No sockets here. :func:`parse_frame` turns a text frame into a :class:`PatchRequest` (or a
+:class:`~server.presence.PresenceUpdate`, checked by :mod:`server.presence`) or raises
 :class:`~server.errors.ServerError`; :class:`FrameError` carries the message id when the frame
 was a well-formed message whose patches were bad, so the caller can answer ``reject`` (with the
 id) rather than ``error``.
