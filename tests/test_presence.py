@@ -149,7 +149,7 @@ def test_a_socket_that_stops_answering_pings_is_removed_within_the_ttl(
             started = time.monotonic()
             a.until(lambda o: o == {}, timeout=10)
             elapsed = time.monotonic() - started
-            assert elapsed < 2.0 + 0.5, f"removed after {elapsed:.1f} s, TTL 2 s"
+            assert elapsed < 2.0 + 1.0, f"removed after {elapsed:.1f} s, TTL 2 s"
             # while a's own socket, which answers pings, is still listed for the others
             with Peer(fast) as b:
                 assert list(b.others) == [a.conn]
@@ -300,5 +300,6 @@ def test_a_dead_process_entries_expire(two_on_redis: list[ServerProcess]) -> Non
         started = time.monotonic()
         a.until(lambda o: o == {}, timeout=10)
         elapsed = time.monotonic() - started
-        assert elapsed < 2.0 + 2.0 / 3 + 0.5, f"expired after {elapsed:.1f} s, TTL 2 s"
+        # the TTL, plus up to one heartbeat period until the expiry is noticed, plus slack
+        assert elapsed < 2.0 + 2.0 / 3 + 1.0, f"expired after {elapsed:.1f} s, TTL 2 s"
         b.client.close()
