@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from server.config import Limits
 from server.errors import ErrorCode, ServerError
 from server.presence import MAX_STATE_BYTES, Entry, PresenceTable, PresenceUpdate, parse_presence
+from server.protocol import parse_frame
+
+from .strategies import json_values
 
 
 def entry(conn: str, state: Any = None, *, local: bool = True, node: str = "n1",
@@ -107,3 +114,22 @@ def test_remote_entries_expire_and_heartbeats_refresh_them() -> None:
     assert list(table.entries) == ["mine"]
     assert decoded(table.tick().frame_for("mine"))["peers"] == [
         {"conn": "r2", "user": None, "state": None}, {"conn": "r1", "user": None, "state": None}]
+
+
+@given(state=st.one_of(json_values, st.dictionaries(st.text(max_size=8), json_values)),
+       version=st.one_of(st.none(), st.integers(-2, 2**64), st.booleans(), st.text(max_size=2)))
+def test_any_presence_frame_is_accepted_or_refused_with_a_code(state: Any, version: Any) -> None:
+    message: dict[str, Any] = {"type": "presence", "state": state}
+    if version is not None:
+        message["version"] = version
+    try:
+        update = parse_frame(orjson.dumps(message).decode(), "immer", Limits())
+    except ServerError as exc:
+        assert exc.code in (ErrorCode.INVALID, ErrorCode.TOO_LARGE, ErrorCode.FORBIDDEN)
+        return
+    assert isinstance(update, PresenceUpdate)
+    if update.state_json is None:
+        assert state is None
+    else:
+        assert orjson.loads(update.state_json) == state
+        assert len(update.state_json.encode()) <= MAX_STATE_BYTES
