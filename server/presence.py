@@ -106,20 +106,26 @@ class Tick:
     items: dict[str, str]  # conn -> its encoded entry in the delta
     count: str  # ',"count":N' when the total changed past the limit, else ""
     relay: list[Entry | str]  # local entries that changed (a str: the conn that is gone)
+    seqs: dict[str, int] = field(default_factory=dict)  # conn -> the change's sequence number
     shared: str | None = None  # the delta for connections whose own entry did not change
+    oldest: int = 0  # the oldest change in it
 
     def __post_init__(self) -> None:
         self.shared = _delta(list(self.items.values()), self.count)
+        self.oldest = min(self.seqs.values(), default=0)
 
     @property
     def broadcast(self) -> int:
         return len(self.items)
 
-    def frame_for(self, conn: str) -> str | None:
-        """The delta for ``conn``: the sender is not echoed its own entry. None: nothing."""
-        if conn not in self.items:
+    def frame_for(self, conn: str, seen: int = -1) -> str | None:
+        """The delta for ``conn``: the sender is not echoed its own entry, and a connection
+        whose full list was taken at sequence ``seen`` gets only what changed after it.
+        None: nothing to send."""
+        if conn not in self.items and seen < self.oldest:
             return self.shared
-        return _delta([v for c, v in self.items.items() if c != conn], self.count)
+        return _delta([v for c, v in self.items.items() if c != conn and self.seqs[c] > seen],
+                      self.count)
 
 
 class PresenceTable:
@@ -135,7 +141,9 @@ class PresenceTable:
         self._changed: dict[str, Entry | None] = {}  # listed conns -> latest (None: gone)
         self._gone: dict[str, str] = {}  # conn -> its "gone" encoding, for removed listed ones
         self._outgoing: dict[str, Entry | None] = {}  # local conns to relay
+        self._seqs: dict[str, int] = {}  # listed conns -> sequence number of their last change
         self._count_changed = False
+        self.seq = 0  # counts changes: what a full list taken now already holds
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -152,8 +160,10 @@ class PresenceTable:
             self._counted(len(self.entries) - 1)
             if len(self.listed) < self.limit:
                 self.listed.add(entry.conn)
+        self.seq += 1
         if entry.conn in self.listed:
             self._changed[entry.conn] = entry
+            self._seqs[entry.conn] = self.seq
             self._gone.pop(entry.conn, None)
         if entry.local:
             self._outgoing[entry.conn] = entry
@@ -163,16 +173,19 @@ class PresenceTable:
         if entry is None:
             return False
         self._counted(len(self.entries) + 1)
+        self.seq += 1
         if entry.local:
             self._outgoing[conn] = None
         if conn in self.listed:
             self.listed.discard(conn)
             self._changed[conn] = None
+            self._seqs[conn] = self.seq
             self._gone[conn] = entry.gone()
             for other in self.entries:  # the oldest unlisted entry takes the free place
                 if other not in self.listed:
                     self.listed.add(other)
                     self._changed[other] = self.entries[other]
+                    self._seqs[other] = self.seq
                     break
         return True
 
@@ -232,9 +245,10 @@ class PresenceTable:
         relay: list[Entry | str] = [
             e if e is not None else conn for conn, e in self._outgoing.items()
         ]
-        self._changed, self._gone, self._outgoing = {}, {}, {}
+        seqs = self._seqs
+        self._changed, self._gone, self._outgoing, self._seqs = {}, {}, {}, {}
         self._count_changed = False
-        return Tick(items, count, relay)
+        return Tick(items, count, relay, seqs)
 
 
 def _delta(items: list[str], count: str) -> str | None:

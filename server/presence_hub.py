@@ -63,6 +63,7 @@ class Member:
         self.bucket = (TokenBucket(settings.presence_rate, settings.presence_burst)
                        if settings.presence_rate > 0 else None)
         self.joined = False
+        self.seen = -1  # the table's sequence number when this member got its full list
         self.warned = False
 
     def join(self) -> None:
@@ -74,6 +75,7 @@ class Member:
         room.members[self.conn] = self
         room.table.put(self._entry("{}", None))
         self.outbox.put(room.table.full(self.conn))
+        self.seen = room.table.seq
         room.changed()
 
     def update(self, update: PresenceUpdate) -> None:
@@ -142,7 +144,7 @@ class Room:
         if tick.items:
             metrics.presence_broadcast.inc(tick.broadcast)
             for member in self.members.values():
-                frame = tick.frame_for(member.conn)
+                frame = tick.frame_for(member.conn, member.seen)
                 if frame is not None:
                     member.outbox.put(frame)
         elif tick.shared is not None:  # only the count changed

@@ -117,7 +117,7 @@ def test_remote_entries_expire_and_heartbeats_refresh_them() -> None:
 
 
 @given(state=st.one_of(json_values, st.dictionaries(st.text(max_size=8), json_values)),
-       version=st.one_of(st.none(), st.integers(-2, 2**64), st.booleans(), st.text(max_size=2)))
+       version=st.one_of(st.none(), st.integers(-2, 2**63 - 1), st.booleans(), st.text(max_size=2)))
 def test_any_presence_frame_is_accepted_or_refused_with_a_code(state: Any, version: Any) -> None:
     message: dict[str, Any] = {"type": "presence", "state": state}
     if version is not None:
@@ -133,3 +133,20 @@ def test_any_presence_frame_is_accepted_or_refused_with_a_code(state: Any, versi
     else:
         assert orjson.loads(update.state_json) == state
         assert len(update.state_json.encode()) <= MAX_STATE_BYTES
+
+
+def test_a_newcomer_gets_no_delta_of_what_its_full_list_held() -> None:
+    table = PresenceTable()
+    table.put(entry("a", {"x": 1}))
+    table.put(entry("b"))  # b joins in the same tick and takes its full list
+    assert decoded(table.full("b"))["peers"][0]["state"] == {"x": 1}
+    seen = table.seq
+    tick = table.tick()
+    assert tick.frame_for("b", seen) is None  # nothing it does not have
+    assert decoded(tick.frame_for("z"))["peers"] == [  # an older member gets both
+        {"conn": "a", "user": None, "state": {"x": 1}}, {"conn": "b", "user": None, "state": {}}]
+    table.put(entry("c"))
+    seen = table.seq
+    table.put(entry("a", {"x": 2}))  # after c's full list: c gets it
+    assert decoded(table.tick().frame_for("c", seen))["peers"] == [
+        {"conn": "a", "user": None, "state": {"x": 2}}]
