@@ -85,6 +85,7 @@ class Entry:
     local: bool = True  # a connection of this process (else relayed by another process)
     node: str = ""  # the process that holds the connection
     expires: float = float("inf")  # remote entries: removed after this (monotonic seconds)
+    seq: int = 0  # the change number in its own process's table (heartbeats name it)
     _encoded: str = field(default="", repr=False)
 
     def encoded(self) -> str:
@@ -144,6 +145,8 @@ class PresenceTable:
         self._seqs: dict[str, int] = {}  # listed conns -> sequence number of their last change
         self._count_changed = False
         self.seq = 0  # counts changes: what a full list taken now already holds
+        # local conns -> the change number last relayed to other processes (heartbeats)
+        self.relayed: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -156,11 +159,13 @@ class PresenceTable:
         """Add a connection, or replace its state (its place in the order is kept)."""
         old = self.entries.get(entry.conn)
         self.entries[entry.conn] = entry
+        self.seq += 1
+        if entry.local:
+            entry.seq = self.seq
         if old is None:
             self._counted(len(self.entries) - 1)
             if len(self.listed) < self.limit:
                 self.listed.add(entry.conn)
-        self.seq += 1
         if entry.conn in self.listed:
             self._changed[entry.conn] = entry
             self._seqs[entry.conn] = self.seq
@@ -245,6 +250,11 @@ class PresenceTable:
         relay: list[Entry | str] = [
             e if e is not None else conn for conn, e in self._outgoing.items()
         ]
+        for item in relay:
+            if isinstance(item, Entry):
+                self.relayed[item.conn] = item.seq
+            else:
+                self.relayed.pop(item, None)
         seqs = self._seqs
         self._changed, self._gone, self._outgoing, self._seqs = {}, {}, {}, {}
         self._count_changed = False

@@ -16,8 +16,10 @@ third of the TTL: a process that dies takes its entries with it after at most th
 
 Relay messages (JSON, one channel per document)::
 
-    {"n":NODE,"u":[{"conn","user","state"|null,"version"?}...]}   changed local entries
-    {"n":NODE,"hb":[CONN...]}      heartbeat: NODE's live connections (others of NODE are gone)
+    {"n":NODE,"u":[{"s":SEQ,"e":{"conn","user","state"|null,"version"?}}...]}  changed entries
+    {"n":NODE,"hb":{CONN:SEQ...}}  heartbeat: NODE's live connections and the change number of
+                                   each (others of NODE are gone; one we do not know, or know
+                                   at another change, was missed while Redis was away: ask)
     {"n":NODE,"ask":1}             a process started following the document: send your entries
     {"n":NODE,"bye":1}             a process is shutting down: its entries are gone
 """
@@ -151,13 +153,16 @@ class Room:
             for member in self.members.values():
                 member.outbox.put(tick.shared)
         if tick.relay:
-            items = ",".join(e.encoded() if isinstance(e, Entry) else _gone(e) for e in tick.relay)
+            items = ",".join(
+                f'{{"s":{e.seq},"e":{e.encoded()}}}' if isinstance(e, Entry) else _gone(e)
+                for e in tick.relay
+            )
             self.presence.publish(self.doc, f'"u":[{items}]')
         self.presence.drop_if_empty(self)
 
 
 def _gone(conn: str) -> str:
-    return orjson.dumps({"conn": conn, "state": None}).decode()
+    return orjson.dumps({"e": {"conn": conn, "state": None}}).decode()
 
 
 class Presence:
@@ -212,14 +217,19 @@ class Presence:
         table = room.table
         if "u" in message:
             for item in message["u"]:
-                if item.get("state") is None:
-                    table.remove(item["conn"])
+                e = item["e"]
+                if e.get("state") is None:
+                    table.remove(e["conn"])
                 else:
-                    table.put(Entry(item["conn"], item.get("user"),
-                                    orjson.dumps(item["state"]).decode(), item.get("version"),
-                                    local=False, node=node, expires=expires))
+                    table.put(Entry(e["conn"], e.get("user"), orjson.dumps(e["state"]).decode(),
+                                    e.get("version"), local=False, node=node, expires=expires,
+                                    seq=item.get("s", 0)))
         elif "hb" in message:
-            table.refresh(node, set(message["hb"]), expires)
+            live: dict[str, int] = message["hb"]
+            table.refresh(node, set(live), expires)
+            known = table.entries
+            if any(c not in known or known[c].seq != s for c, s in live.items()):
+                self.publish(doc, '"ask":1')  # we missed some (Redis was away): ask again
         elif "ask" in message:
             table.relay_all()
         elif "bye" in message:
@@ -240,8 +250,9 @@ class Presence:
             for room in list(self.rooms.values()):
                 try:
                     if self.relay is not None:
-                        conns = orjson.dumps([e.conn for e in room.table.local_entries()])
-                        self.publish(room.doc, f'"hb":{conns.decode()}')
+                        # what was relayed so far: the others hold exactly that
+                        live = orjson.dumps(room.table.relayed).decode()
+                        self.publish(room.doc, f'"hb":{live}')
                     if room.table.expire(now):
                         room.changed()
                 except Exception:  # the heartbeat must go on

@@ -303,3 +303,17 @@ def test_a_dead_process_entries_expire(two_on_redis: list[ServerProcess]) -> Non
         # the TTL, plus up to one heartbeat period until the expiry is noticed, plus slack
         assert elapsed < 2.0 + 2.0 / 3 + 1.0, f"expired after {elapsed:.1f} s, TTL 2 s"
         b.client.close()
+
+
+def test_presence_missed_while_redis_was_away_is_caught_up(
+    two_on_redis: list[ServerProcess], redis_server: RedisProcess,
+) -> None:
+    one, two = two_on_redis
+    with Peer(one) as a, Peer(two) as b:
+        a.until(lambda o: b.conn in o)
+        redis_server.kill()
+        b.set({"during": "outage"})  # its relay to process one is lost
+        redis_server.start()
+        # the next heartbeat names a change process one never saw: it asks, and gets it
+        a.until(lambda o: b.conn in o and o[b.conn]["state"] == {"during": "outage"},
+                timeout=15)
