@@ -85,6 +85,7 @@ class Grant:
     role: Role
     sub: str | None = None
     name: str | None = None
+    user: str | None = None  # the entry's ``user``: who it is (presence shows it)
 
     def covers(self, doc: str) -> bool:
         return covers(self.docs, doc)
@@ -110,10 +111,10 @@ class Tokens:
             docs = (docs,) if isinstance(docs, str) else tuple(docs)
             if not docs or not all(isinstance(d, str) for d in docs):
                 raise ValueError(f"token {token[:4]}...: docs must be a glob or a list of globs")
-            sub, name = grant.get("sub"), grant.get("name")
-            if not isinstance(sub, str | None) or not isinstance(name, str | None):
-                raise ValueError(f"token {token[:4]}...: sub and name must be strings")
-            grants[token] = Grant(docs, Role(grant["role"]), sub, name)
+            sub, name, user = grant.get("sub"), grant.get("name"), grant.get("user")
+            if not all(isinstance(v, str | None) for v in (sub, name, user)):
+                raise ValueError(f"token {token[:4]}...: sub, name and user must be strings")
+            grants[token] = Grant(docs, Role(grant["role"]), sub, name, user)
         return cls(grants)
 
     def principal(self, token: str) -> Principal | None:
@@ -121,8 +122,23 @@ class Tokens:
         grant = self.grants.get(token)
         if grant is None:
             return None
-        sub = grant.sub or "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+        sub = grant.sub or grant.user or grant.name
+        if sub is None:  # an entry that does not say who it is: an id that is not the token
+            sub = ANONYMOUS_TOKEN + hashlib.sha256(token.encode()).hexdigest()[:12]
         return Principal(sub, grant.name, grant.docs, grant.role)
+
+
+#: the id prefix of a token-file principal whose entry names nobody (``sub``, ``user``)
+ANONYMOUS_TOKEN = "token:"
+
+
+def presence_user(principal: Principal) -> str | None:
+    """Who presence shows for a connection: the authenticated identity (a JWT's ``sub``, a
+    token entry's ``sub`` or ``user``), or None when the credential names nobody. Never taken
+    from the client."""
+    if principal is ANONYMOUS or principal.id.startswith(ANONYMOUS_TOKEN):
+        return None
+    return principal.id
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:

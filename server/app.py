@@ -93,12 +93,14 @@ async def running(app: Starlette) -> AsyncIterator[None]:
     hub = Hub(settings, store, hooks=hooks)
     runner.count_errors_with(lambda name: hub.metrics.hook_errors.labels(name).inc())
     app.state.hub = hub
+    await hub.presence.start()
     evictions = asyncio.create_task(hub.run_evictions())
     try:
         yield
     finally:
         evictions.cancel()
         app.state.hub = None
+        await hub.presence.close()
         await hub.close()
         await runner.close()
         await store.close()

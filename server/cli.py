@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="append", default=_env_list("schema"),
                    metavar="DOC_GLOB=FILE.json",
                    help="validate documents matching the glob against a JSON Schema; repeatable")
+    p.add_argument("--presence-ttl", type=float, default=float(_env("presence_ttl", 30)),
+                   metavar="S", help="presence of a socket that stops answering pings, or of a "
+                   "dead process, is gone after S seconds (default 30; WebSocket pings every S/2)")
+    p.add_argument("--presence-tick", type=float, default=float(_env("presence_tick", 0.05)),
+                   metavar="S", help="presence changes go out once per tick (default 0.05; "
+                   "0: every update at once)")
+    p.add_argument("--presence-rate", type=float, default=float(_env("presence_rate", 20)),
+                   help="presence updates per second per connection; over it they are dropped "
+                   "(default 20; 0: off)")
+    p.add_argument("--presence-burst", type=float, default=float(_env("presence_burst", 40)),
+                   help="presence updates per connection allowed in a burst (default 40)")
+    p.add_argument("--read-only-presence", action=argparse.BooleanOptionalAction,
+                   default=_env("read_only_presence", "1") not in ("0", "false", "no", "off"),
+                   help="read-only connections may set presence (default on)")
     p.add_argument("--log-level", default=_env("log_level", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -149,6 +163,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         jwt=jwt_settings(args),
         schemas=tuple(SchemaRule.parse(spec) for spec in args.schema),
         demo_dir=str(args.demo_dir) if args.demo_dir else None,
+        presence_ttl=args.presence_ttl,
+        presence_tick=args.presence_tick,
+        presence_rate=args.presence_rate,
+        presence_burst=args.presence_burst,
+        presence_read_only=args.read_only_presence,
     )
 
 
@@ -218,6 +237,10 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         log_level=log_level,
         ws_max_size=settings.limits.max_frame_bytes,
         ws_per_message_deflate=False,
+        # a socket that stops answering pings is closed, and its presence removed, within the
+        # presence TTL (ASGI does not show pings to the application: see server/presence_hub.py)
+        ws_ping_interval=settings.presence_ttl / 2,
+        ws_ping_timeout=settings.presence_ttl / 2,
         timeout_graceful_shutdown=10,
     )
 

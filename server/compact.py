@@ -101,7 +101,8 @@ def _whole_array(op: Op, state: Any, earlier: _Earlier) -> list[Op] | None:
     numeric = op.immer
     return [Op("remove", (*op.path, idx if numeric else str(idx)), MISSING, None, op.immer)
             if name == "remove" else
-            Op(name, (*op.path, idx if numeric else str(idx)), value, None, op.immer)  # type: ignore[arg-type]
+            Op("replace" if name == "edit" else name, (*op.path, idx if numeric else str(idx)),  # type: ignore[arg-type]
+               value, None, op.immer)
             for name, idx, value, _ in edits]
 
 
@@ -251,20 +252,28 @@ class _Run:
         self.lowest = min(self.lowest, idx)
         return True
 
+    def _foreign(self, run: list[Op]) -> int:
+        """How many of the run's replaces put another element where one was."""
+        count = 0
+        for op in run:
+            idx = _index(op.path[-1])
+            if op.op == "replace" and idx is not None and idx < len(self.base):
+                value = None if op.value is MISSING else op.value
+                old = self.base[idx]
+                if _identity(value, _key(value)) != _identity(old, _key(old)):
+                    count += 1
+        return count
+
     def rewrite(self, run: list[Op], parent: tuple[Segment, ...]) -> list[Op] | None:
         try:
             edits = shortest_edits(self.base, self.length, self.written, len(run), _key)
         except orjson.JSONEncodeError:
             return None
-        # fewer operations, or as many that address elements by what they are rather than by
-        # where they were (an insert and the edit of the element it moved, not two replaces);
-        # as many removals only renumbered would gain nothing (and compacting the output again
-        # must give it back: removals from the end stay removals from the end)
-        if edits is None or len(edits) > len(run) or (len(edits) == len(run) and (
-            [(name, idx) for name, idx, _, _ in edits]
-            == [(op.op, _index(op.path[-1])) for op in run]
-            or all(op.op == "remove" for op in run)
-        )):
+        # fewer operations, or as many with fewer replaces of one element by another (an
+        # insert and the edit of the element it moved, rather than two replaces)
+        if edits is None or len(edits) > len(run) or (
+            len(edits) == len(run) and _foreign(edits) >= self._foreign(run)
+        ):
             return None
         immer = run[0].immer
         # keep the input's segment type: ints, unless the run used digit strings
@@ -272,6 +281,7 @@ class _Run:
                                 for op in run)
         ops = []
         for name, idx, value, borrowed in edits:
+            name = "replace" if name == "edit" else name
             path = (*parent, idx if numeric else str(idx))
             if name == "remove":
                 ops.append(Op("remove", path, MISSING, None, immer))
@@ -351,7 +361,7 @@ def shortest_edits(
         if a < old_n and b < new_n and old_keys[a] == new_keys[b]:
             if old_values[a] != new_values[b]:  # the same element, edited
                 value, borrowed = new[b]
-                edits.append(("replace", pos, value, borrowed))
+                edits.append(("edit", pos, value, borrowed))
                 if len(edits) > budget:
                     return None
             a, b, pos = a + 1, b + 1, pos + 1
@@ -383,6 +393,11 @@ def shortest_edits(
         if len(edits) > budget:
             return None  # longer than the run: no need to finish
     return edits
+
+
+def _foreign(edits: list[Edit]) -> int:
+    """How many edits put another element where one was (aligned edits are ``edit``)."""
+    return sum(1 for name, _, _, _ in edits if name == "replace")
 
 
 def _identity(value: Any, image: Any) -> Any:

@@ -75,3 +75,10 @@ class Settings:
     jwt: JwtSettings | None = None
     schemas: tuple[SchemaRule, ...] = ()
     demo_dir: str | None = None
+    # presence (server/presence_hub.py): dead sockets and dead processes are gone after the
+    # TTL; changes go out once per tick; a token bucket per connection, apart from batches
+    presence_ttl: float = 30.0
+    presence_tick: float = 0.05
+    presence_rate: float = 20.0
+    presence_burst: float = 40.0
+    presence_read_only: bool = True  # read-only connections may set presence

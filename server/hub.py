@@ -44,6 +44,8 @@ from .messages import (
 from .metrics import Metrics
 from .outbox import Outbox
 from .patches import parse_json_patch
+from .presence_hub import Presence
+from .presence_relay import open_relay
 from .schema import checker
 from .store import LogEntry, Store
 
@@ -670,6 +672,7 @@ class Hub:
     def __post_init__(self) -> None:
         self.initial_json = orjson.dumps(self.settings.initial_state).decode()
         self.metrics = Metrics(self)
+        self.presence = Presence(self.settings, self.metrics, open_relay(self.settings.store_url))
 
     def new_document(self, state: Any, version: int) -> Document:
         limits = self.settings.limits

@@ -51,6 +51,16 @@ class Metrics:
         self.hook_errors = Counter(
             "hook_errors", "Hook calls that raised or ran over their time budget",
             ["hook"], registry=r)
+        # presence (server/presence_hub.py)
+        self.presence_in = Counter("immer_presence_updates_received",
+                                   "Presence messages received", registry=r)
+        self.presence_broadcast = Counter(
+            "immer_presence_updates_broadcast",
+            "Presence entries broadcast (each changed entry once per tick and document)",
+            registry=r)
+        self.presence_dropped = Counter(
+            "immer_presence_updates_dropped", "Presence messages dropped, by reason",
+            ["reason"], registry=r)
         r.register(_Gauges(hub))
 
     def render(self) -> bytes:
@@ -74,6 +84,11 @@ class _Gauges(Collector):
                                   "Messages queued for sending, over all connections")
         deepest = GaugeMetricFamily("immer_outbound_queue_max_messages",
                                     "The longest outbound queue of one connection")
+        peers = GaugeMetricFamily("immer_document_presence_peers",
+                                  "Connections present in the document (all processes)",
+                                  labels=["doc"])
+        for doc, count in self.hub.presence.peers().items():
+            peers.add_metric([doc], count)
         total = most = 0
         for doc, session in list(self.hub.sessions.items()):
             version.add_metric([doc], session.document.version)
@@ -86,4 +101,4 @@ class _Gauges(Collector):
                 most = max(most, sub.outbox.depth)
         depth.add_metric([], total)
         deepest.add_metric([], most)
-        yield from (version, snapshot, log_len, subs, size, depth, deepest)
+        yield from (version, snapshot, log_len, subs, size, depth, deepest, peers)

@@ -1,6 +1,7 @@
 """Frames in, typed requests out: the parsing half of protocol 1 and of lesson mode.
 
-No sockets here. :func:`parse_frame` turns a text frame into a :class:`PatchRequest` or raises
+No sockets here. :func:`parse_frame` turns a text frame into a :class:`PatchRequest` (or a
+:class:`~server.presence.PresenceUpdate`, checked by :mod:`server.presence`) or raises
 :class:`~server.errors.ServerError`; :class:`FrameError` carries the message id when the frame
 was a well-formed message whose patches were bad, so the caller can answer ``reject`` (with the
 id) rather than ``error``.
@@ -16,6 +17,7 @@ from .config import Limits
 from .errors import InvalidInput, ServerError
 from .messages import Format, MessageId, PatchRequest
 from .patches import parse_immer, parse_json_patch
+from .presence import PresenceUpdate, parse_presence
 
 MAX_ID_LENGTH = 128
 
@@ -40,7 +42,7 @@ def parse_ops(patches: Any, fmt: Format, limits: Limits) -> list[Any]:
     return parse_immer(patches, limits) if fmt == "immer" else parse_json_patch(patches, limits)
 
 
-def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest:
+def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest | PresenceUpdate:
     """Parse one protocol-1 frame from a client.
 
     Raises ``ServerError`` for a frame that is not a valid message (answer: ``error``), and
@@ -50,6 +52,8 @@ def parse_frame(text: str, fmt: Format, limits: Limits) -> PatchRequest:
     if not isinstance(message, dict):
         raise InvalidInput("a message must be a JSON object")
     kind = message.get("type")
+    if kind == "presence":
+        return parse_presence(message)
     if kind != "patch":
         raise InvalidInput(f"unknown message type {kind!r}")
     msg_id = message.get("id")

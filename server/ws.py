@@ -18,14 +18,16 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .access import Handshake, Role, origin_allowed
+from .access import Handshake, Role, origin_allowed, presence_user
 from .auth import Authenticator
 from .config import CLIENT_ID_RE, DEFAULT_DOC, DOC_ID_RE
 from .errors import CloseCode, ErrorCode, Forbidden, InvalidInput, RateLimited, ServerError
 from .hooks import HookContext, HookRunner
 from .hub import Hub, Session, Subscriber
-from .messages import FORMATS, Format, encode_error
+from .messages import FORMATS, Format, PatchRequest, encode_error
 from .outbox import Outbox
+from .presence import PresenceUpdate
+from .presence_hub import Member
 from .protocol import RejectedRequest, parse_frame, parse_lesson_frame
 from .ratelimit import TokenBucket
 
@@ -61,6 +63,7 @@ class _Params:
         self.since = None if lesson else _int_param(query.get("since"), "since")
         self.epoch = None if lesson else (query.get("epoch") or None)
         self.client = None if lesson else (query.get("client") or None)
+        self.presence = not lesson and query.get("presence") in ("1", "true")
         if self.client is not None and not CLIENT_ID_RE.match(self.client):
             raise InvalidInput("client must be 1-128 characters of [A-Za-z0-9._:-]")
 
@@ -110,6 +113,8 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
     sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ,
                      context=context)
     bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None
+    member = None if lesson else hub.presence.member(params.doc, outbox, presence_user(principal),
+                                                     role is Role.READ)
     mode = "lesson" if lesson else "protocol"
     hub.metrics.connections.labels(mode).inc()
     log.info("connected mode=%s format=%s role=%s since=%s", mode, params.fmt, role.value,
@@ -120,7 +125,7 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
         expiry = loop.call_at(loop.time() + max(0.0, principal.expires - time.time()),
                               outbox.shutdown, CloseCode.POLICY_VIOLATION, EXPIRED)
     try:
-        await _serve(websocket, session, sub, params, bucket, log)
+        await _serve(websocket, session, sub, params, bucket, log, member)
     finally:
         if expiry is not None:
             expiry.cancel()
@@ -137,19 +142,23 @@ async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
 
 
 async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params: _Params,
-                 bucket: TokenBucket | None, log: ConnectionLog) -> None:
+                 bucket: TokenBucket | None, log: ConnectionLog, member: Member | None) -> None:
     outbox = sub.outbox
     sender = asyncio.create_task(outbox.run())
     closed = asyncio.create_task(outbox.done.wait())
     receiver: asyncio.Task[None] | None = None
     try:
         await session.join(sub, params.since, params.epoch)  # the catch-up is queued first
-        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket))
+        if member is not None and params.presence:
+            member.join()  # the full presence list, after synced
+        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket, member))
         await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
     except ServerError as exc:  # the store failed while catching up: the reason says so
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
         session.leave(sub)
+        if member is not None:
+            member.leave()
         if receiver is not None:
             receiver.cancel()
         closed.cancel()
@@ -170,7 +179,7 @@ async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params
 
 
 async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
-                   bucket: TokenBucket | None) -> None:
+                   bucket: TokenBucket | None, member: Member | None) -> None:
     metrics = session.metrics
     while True:
         try:
@@ -189,11 +198,13 @@ async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
                 sub.outbox.put(encode_error(InvalidInput("frames must be JSON text")))
             continue
         metrics.bytes_in.inc(len(text))
-        _handle(session, sub, text, bucket)
+        _handle(session, sub, text, bucket, member)
 
 
-def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | None) -> None:
+def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | None,
+            member: Member | None = None) -> None:
     limits = session.settings.limits
+    request: PatchRequest | PresenceUpdate
     try:
         if sub.lesson:
             request = parse_lesson_frame(text, limits)
@@ -214,6 +225,10 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         # client reconnects with a fresh token and resends it (resume and exactly-once)
         session.metrics.rejected.labels(ErrorCode.UNAUTHORIZED.value).inc()
         sub.outbox.shutdown(CloseCode.POLICY_VIOLATION, EXPIRED)
+        return
+    if isinstance(request, PresenceUpdate):  # its own bucket, in the member
+        if member is not None:
+            member.update(request)
         return
     if bucket is not None:
         wait = bucket.take()

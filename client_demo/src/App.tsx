@@ -1,12 +1,15 @@
-import { useCallback, useEffect, useState } from "react"
+import { useCallback, useEffect, useMemo, useState } from "react"
 import { AddGiftForm } from "./components/AddGiftForm"
 import { ConnectionBadge } from "./components/ConnectionBadge"
 import { GiftItem } from "./components/GiftItem"
+import { OnlineUsers } from "./components/OnlineUsers"
 import { UserSelect } from "./components/UserSelect"
 import { addGift, removeGift, resetGifts, toggleReservation } from "./gifts"
 import type { GiftList } from "./gifts"
-import { useSharedState, useUndo } from "./lib/react"
+import { useMyPresence, useOthers, useSharedState, useUndo } from "./lib/react"
 import { randomId } from "./lib/randomId"
+import { pointers } from "./presence"
+import type { DemoPresence } from "./presence"
 import { useCurrentUser } from "./users"
 
 export function App() {
@@ -17,6 +20,11 @@ export function App() {
   const { undo, redo, canUndo, canRedo } = useUndo("default")
   const [userId, setUserId] = useCurrentUser()
   useUndoShortcuts(undo, redo)
+  const [, setMe] = useMyPresence<DemoPresence>("default")
+  const others = useOthers<DemoPresence>("default")
+  useEffect(() => setMe({ userId }), [setMe, userId])
+  const pointedAt = useMemo(() => pointers(others), [others])
+  const handlePoint = useCallback((giftId: string | null) => setMe({ gift: giftId }), [setMe])
 
   const handleToggle = useCallback(
     (giftId: string) => update(toggleReservation(giftId, userId)),
@@ -32,6 +40,7 @@ export function App() {
         <h1>🎁 Gift list</h1>
         <UserSelect userId={userId} onChange={setUserId} />
         <ConnectionBadge status={status} version={version} />
+        <OnlineUsers userId={userId} others={others} />
       </header>
       {error && (
         <p className="error" role="alert">
@@ -70,6 +79,8 @@ export function App() {
                 userId={userId}
                 onToggle={handleToggle}
                 onRemove={handleRemove}
+                onPoint={handlePoint}
+                pointers={pointedAt.get(gift.id)}
               />
             ))}
           </ul>

@@ -7,6 +7,8 @@
  */
 import type { Patch } from "immer"
 import { SyncError } from "./errors"
+import { parsePresenceMessage } from "./presence"
+import type { PresenceMessage } from "./presence"
 
 /** Identifies the server's history of a document; a new epoch means older versions are gone. */
 export type Epoch = string | number
@@ -29,6 +31,7 @@ export type ServerMessage =
     }
   | { readonly type: "reject"; readonly id: string; readonly version: number; readonly error: ErrorBody }
   | { readonly type: "error"; readonly error: ErrorBody }
+  | PresenceMessage
 
 /** A local change as sent to the server. */
 export interface OutgoingPatch {
@@ -75,6 +78,8 @@ function parseMessage(item: unknown): ServerMessage | undefined {
       return { type: "reject", id: changeId(item), version: version(item), error: errorBody(item) }
     case "error":
       return { type: "error", error: errorBody(item) }
+    case "presence":
+      return parsePresenceMessage(item) ?? throwMalformed("a bad presence message")
     default:
       return undefined
   }
@@ -123,6 +128,10 @@ function isEpoch(value: unknown): value is Epoch {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value)
+}
+
+function throwMalformed(what: string): never {
+  throw malformed(what)
 }
 
 function malformed(what: string, cause?: unknown): SyncError {

@@ -1,14 +1,14 @@
 /**
- * React bindings: `useSharedState` over the sync client, `useUndo` for its undo and redo, and
- * `useSocket`, a drop-in for the
- * hand-rolled hook of the Immer course (immer-gifts, lesson 15) for apps that migrate step by step.
+ * React bindings: `useSharedState` over the sync client, `useUndo` for its undo and redo,
+ * `useMyPresence` and `useOthers` for presence, and `useSocket`, a drop-in for the hand-rolled
+ * hook of the Immer course (immer-gifts, lesson 15) for apps that migrate step by step.
  */
 import { useCallback, useEffect, useRef, useSyncExternalStore } from "react"
 import type { RefObject } from "react"
 import { backoffDelay } from "./backoff"
 import type { SyncError } from "./errors"
 import { retainSharedClient, sharedClient } from "./sharedClients"
-import type { Recipe, Status, UpdateOptions } from "./syncClient"
+import type { Peer, PresenceState, Recipe, Status, UpdateOptions } from "./syncClient"
 
 export interface SharedStateOptions {
   /** Base WebSocket URL of the server. Default: the page's own origin, `ws(s)://{location.host}`. */
@@ -126,6 +126,40 @@ export function useSocket<Incoming = unknown, Outgoing = unknown>(
     return true
   }, [])
 }
+
+// -- presence ---------------------------------------------------------------------------------
+
+/**
+ * My presence in `doc`: `[me, setMe]`. `setMe(partial)` merges into my state and sends it
+ * (throttled, latest value wins); the others see it through `useOthers`. Shares the document's
+ * client (and WebSocket) with `useSharedState`.
+ */
+export function useMyPresence<P extends PresenceState = PresenceState>(
+  doc = "default",
+  options: Pick<SharedStateOptions, "url"> = {},
+): readonly [me: Partial<P>, setMe: (partial: Partial<P>) => void] {
+  const client = useRetainedClient(doc, options.url)
+  const me = useSyncExternalStore(client.subscribe, () => client.presence) // only my changes re-render
+  const setMe = useCallback((partial: Partial<P>) => client.setPresence(partial), [client])
+  return [me as Partial<P>, setMe]
+}
+
+/** The other connections in `doc` and their presence: `{conn, user, state}[]`. */
+export function useOthers<P extends PresenceState = PresenceState>(
+  doc = "default",
+  options: Pick<SharedStateOptions, "url"> = {},
+): readonly Peer<P>[] {
+  const client = useRetainedClient(doc, options.url)
+  return useSyncExternalStore(client.subscribe, () => client.others) as readonly Peer<P>[]
+}
+
+function useRetainedClient(doc: string, url = pageServerUrl()) {
+  const client = sharedClient<unknown>(url, doc)
+  useEffect(() => retainSharedClient(url, doc), [url, doc])
+  return client
+}
+
+// -- helpers ----------------------------------------------------------------------------------
 
 /** `ws(s)://` plus the page's host: the server serves the demo and the WebSocket on one origin. */
 function pageServerUrl(): string {

@@ -12,10 +12,13 @@
  *     client.subscribe(() => render(client.state, client.status))
  *     client.connect()
  *     client.update((draft) => { draft.gifts.push(gift) })   // from an event handler
+ *     client.setPresence({ pointing: gift.id })                // who is here: `client.others`
  */
 import { CONFLICT_BACKOFF, DEFAULT_BACKOFF, backoffDelay, conflictDelay } from "./backoff"
 import type { BackoffOptions } from "./backoff"
 import { SyncError } from "./errors"
+import { Presence } from "./presence"
+import type { Peer, PresenceSnapshot, PresenceState } from "./presence"
 import { encodePatch, parseFrame } from "./protocol"
 import type { ServerMessage } from "./protocol"
 import { randomId } from "./randomId"
@@ -26,6 +29,7 @@ import type { RevertCount, UndoEntry, UndoOptions } from "./undo"
 
 export type { Recipe } from "./replica"
 export type { UndoOptions } from "./undo"
+export type { Peer, PresenceSnapshot, PresenceState } from "./presence"
 
 /**
  * - `connecting`: no state yet, waiting for the first connection;
@@ -78,6 +82,8 @@ export interface SyncClientOptions {
    */
   readonly getToken?: () => string | Promise<string>
   readonly createSocket?: (url: string, protocols?: string[]) => SocketLike
+  /** Presence is sent at most once per this many milliseconds (last value wins). Default 80. */
+  readonly presenceThrottleMs?: number
 }
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,128}$/
@@ -116,6 +122,9 @@ export class SyncClient<T> {
     canUndo: false,
     canRedo: false,
   }
+  private readonly presenceState: Presence
+  private readonly onPageHide = () => this.presenceState.leave()
+  private readonly onPageShow = () => this.presenceState.resume()
   private readonly listeners = new Set<() => void>()
   private readonly errorListeners = new Set<(error: SyncError) => void>()
 
@@ -130,6 +139,13 @@ export class SyncClient<T> {
     this.idField = options.undo?.idField ?? DEFAULT_UNDO.idField
     this.createSocket = options.createSocket ?? ((url, protocols) => new WebSocket(url, protocols))
     this.getToken = options.getToken
+    const sendPresence = (frame: string) => {
+      if (this.socket && this.open) this.socket.send(frame)
+    }
+    const presenceChanged = () => {
+      for (const listener of [...this.listeners]) listener()
+    }
+    this.presenceState = new Presence(sendPresence, presenceChanged, options.presenceThrottleMs)
   }
 
   get state(): T | undefined {
@@ -142,6 +158,32 @@ export class SyncClient<T> {
 
   get status(): Status {
     return this.snapshot.status
+  }
+
+  /** The other connections in the document, with their presence state. */
+  get others(): readonly Peer[] {
+    return this.presenceState.snapshot.others
+  }
+
+  /** My presence state, as last set. */
+  get presence(): Readonly<PresenceState> {
+    return this.presenceState.snapshot.me
+  }
+
+  /**
+   * `{me, others, count}`: a new object only when presence changes, for `useSyncExternalStore`
+   * with `subscribe`. Kept apart from `getSnapshot()` so that views of the document do not
+   * re-render on every cursor move of every peer.
+   */
+  readonly getPresenceSnapshot = (): PresenceSnapshot => this.presenceState.snapshot
+
+  /**
+   * Merges `partial` into my presence (`undefined` removes a key) and sends it to the others, at
+   * most once per `presenceThrottleMs`, the latest value winning. Presence is never stored; it is
+   * sent again after a reconnect, and `null` (gone) when the page is hidden (`pagehide`).
+   */
+  setPresence(partial: PresenceState): void {
+    this.presenceState.set(partial)
   }
 
   readonly getSnapshot = (): SyncSnapshot<T> => this.snapshot
@@ -167,6 +209,10 @@ export class SyncClient<T> {
   /** Starts connecting (and reconnecting until `disconnect()`). Idempotent. */
   connect(): void {
     if (this.wanted) return
+    if (typeof window !== "undefined") {
+      window.addEventListener("pagehide", this.onPageHide)
+      window.addEventListener("pageshow", this.onPageShow)
+    }
     this.openSocket()
     this.wanted = true
     this.emit()
@@ -177,6 +223,10 @@ export class SyncClient<T> {
     if (!this.wanted) return
     this.wanted = false
     this.opening++
+    if (typeof window !== "undefined") {
+      window.removeEventListener("pagehide", this.onPageHide)
+      window.removeEventListener("pageshow", this.onPageShow)
+    }
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.dropSocket()
@@ -301,7 +351,7 @@ export class SyncClient<T> {
   }
 
   private endpoint(): string {
-    const params = new URLSearchParams({ format: "immer", client: this.clientId })
+    const params = new URLSearchParams({ format: "immer", client: this.clientId, presence: "1" })
     if (this.replica && !this.fresh) {
       params.set("since", String(this.replica.version))
       params.set("epoch", String(this.replica.epoch))
@@ -318,6 +368,7 @@ export class SyncClient<T> {
     this.inFlight = false // an unanswered change is resent, with the same id, after reconnecting
     clearTimeout(this.retryTimer) // the reconnect waits anyway
     this.retryTimer = undefined
+    this.presenceState.close()
     if (!socket) return
     socket.onopen = null
     socket.onmessage = null
@@ -377,6 +428,7 @@ export class SyncClient<T> {
         if (this.replica?.version !== message.version) return false
         this.caughtUp = true
         this.attempt = 0
+        this.presenceState.open()
         return true
       case "ack":
         return this.answered(this.replica?.acknowledge(message.id, message.version, message.patches) ?? "gap")
@@ -384,6 +436,9 @@ export class SyncClient<T> {
         return this.answered(this.replica?.reject(message.id, message.error) ?? "gap")
       case "error":
         this.fail(new SyncError(message.error.code, message.error.message))
+        return true
+      case "presence":
+        this.presenceState.receive(message)
         return true
     }
   }
