@@ -16,7 +16,15 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import apply_throughput, fanout, replay_cost, scaleout, schema_cost, summary
+from benchmarks import (
+    apply_throughput,
+    contention,
+    fanout,
+    replay_cost,
+    scaleout,
+    schema_cost,
+    summary,
+)
 
 BENCHMARKS = {
     "replay_cost": replay_cost.run,
@@ -24,6 +32,7 @@ BENCHMARKS = {
     "fanout": fanout.run,
     "scaleout": scaleout.run,
     "schema_cost": schema_cost.run,
+    "contention": contention.run,
 }
 
 

@@ -9,7 +9,7 @@
 //
 // mode "users": user u connects to urls[u % urls.length]; once every client is `synced` it
 // prints {"event": "ready"}, then each user makes one change every 0.3-1 s (seeded PRNG) for
-// `activityS` seconds, then stops and waits (at most `settleS`) until every client is `synced`
+// `activityS` seconds, then stops ({"event": "idle"}) and waits (at most `settleS`) until every client is `synced`
 // with no pending change and every change is settled, at the server's version. It prints one
 // {"event": "result"} line: per client, every change it made (its tag, kind, target, what it
 // did when last sent, outcome, ack version, update()-to-ack milliseconds, conflict rejects),
@@ -32,7 +32,7 @@
 // until every subscriber holds the next version (or the writer's socket was closed, or the
 // timeout). Output: one {"event": "result"} line.
 import { createHash } from "node:crypto";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { delayedSocket, newMeter } from "./delayed_socket.mjs";
 import { loadSyncClient } from "./sync_client_bundle.mjs";
 
@@ -341,6 +341,9 @@ async function runUsers(SyncClient) {
 
   const [lo, hi] = o.paceMs ?? [300, 1000];
   const activityMs = 1000 * o.activityS;
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
+  const cpu0 = cpuSeconds();
   const t0 = performance.now();
   const made = users.map(() => 0);
   await Promise.all(users.map(async (user) => {
@@ -355,6 +358,15 @@ async function runUsers(SyncClient) {
     }
   }));
   const activity = (performance.now() - t0) / 1000;
+  out({ event: "idle" });
+  lag.disable();
+  // how busy this process was while the users were active: near 1 core, or a large event-loop
+  // delay, means the clients' own work (not the server) limited the row
+  const load = {
+    cpuCores: (cpuSeconds() - cpu0) / activity,
+    loopDelayP99Ms: lag.percentile(99) / 1e6,
+    loopDelayMaxMs: lag.max / 1e6,
+  };
 
   const s0 = performance.now();
   let version = null;
@@ -368,7 +380,7 @@ async function runUsers(SyncClient) {
   for (const user of users) user.client.disconnect();
   out({
     event: "result", mode: "users", workload: o.workload, settled, activityS: activity, settleS,
-    serverVersion: version, cpuS: cpuSeconds(), clients: results,
+    serverVersion: version, cpuS: cpuSeconds(), load, clients: results,
   });
 }
 
