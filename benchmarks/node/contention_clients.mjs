@@ -44,9 +44,14 @@ function out(event) {
   process.stdout.write(`${JSON.stringify(event)}\n`);
 }
 
+/** Exits once stdout is flushed (a pipe is written asynchronously: exit() would truncate). */
+function exit(code) {
+  process.stdout.write("", () => process.exit(code));
+}
+
 function fail(err) {
   out({ event: "error", error: String(err && err.stack ? err.stack : err) });
-  process.exit(1);
+  exit(1);
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -422,7 +427,7 @@ try {
   const { SyncClient } = await loadSyncClient();
   if (o.mode === "bytes") await runBytes(SyncClient);
   else await runUsers(SyncClient);
-  process.exit(0);
+  exit(0);
 } catch (err) {
   fail(err);
 }
