@@ -21,7 +21,8 @@ accounting is ``contention_accounting.py``'s. Also the bytes of deleting the fir
 
     python -m benchmarks.contention [--quick]
 
-``--quick``: N = 5 and 20 at 50 ms only, 6 s of activity per row (about 2 minutes in all).
+``--quick``: N = 5 and 20 at 50 ms only (plus the Redis and crash rows), 5 s of activity per
+row, 15 s settle timeout (about 2 minutes in all).
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ from .contention_clients import DOC, LABELS, WORKLOADS, initial_state, run_drive
 from .harness import Proc, cpu_seconds, our_server, restart_our_server, wait_for_quiet
 from .scaleout import redis_server, servers
 
-# users per row, one-way latencies (ms), seconds of activity per row, settle timeout (s)
+# users per row, one-way latencies (ms), seconds of activity per row, settle timeout (s), and
+# how long to wait at most for a quiet machine before each row
 FULL: dict[str, Any] = {"users": (5, 20, 50), "latencies": (0, 50), "activity_s": 15.0,
-                        "settle_s": 30.0}
-QUICK: dict[str, Any] = {"users": (5, 20), "latencies": (50,), "activity_s": 6.0,
-                         "settle_s": 20.0}
+                        "settle_s": 30.0, "quiet_s": 5.0}
+QUICK: dict[str, Any] = {"users": (5, 20), "latencies": (50,), "activity_s": 5.0,
+                         "settle_s": 15.0, "quiet_s": 2.0}
 BYTES_GIFTS = (1_000, 10_000)
 BYTES_SUBSCRIBERS = 3
-QUIET_S = 5.0  # wait at most this long for a quiet machine before each row
 
 # the issue's targets
 TARGET_N, TARGET_LATENCY = 50, 50
@@ -129,12 +130,13 @@ class _Watch:
                                  "down_s": round(time.monotonic() - t, 2)})
 
 
-def run_row(row: Row, activity_s: float, settle_s: float, tmp: Path) -> dict[str, Any]:
+def run_row(row: Row, activity_s: float, settle_s: float, tmp: Path, quiet_s: float = 5.0
+            ) -> dict[str, Any]:
     initial = initial_state(row.workload)
     state = tmp / f"initial-{row.workload}.json"
     state.write_bytes(orjson.dumps(initial))
     with _servers(row, tmp, state) as group:
-        background = wait_for_quiet(timeout=QUIET_S)
+        background = wait_for_quiet(timeout=quiet_s)
         watch = _Watch(group, activity_s, crash=row.setup == "sqlite-crash")
         result = run_driver(users_opts([p.ws for p in group], row.workload, row.users,
                                        row.latency_ms, activity_s, settle_s),
@@ -277,7 +279,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        results = [run_row(row, plan["activity_s"], plan["settle_s"], tmp) for row in rows(quick)]
+        results = [run_row(row, plan["activity_s"], plan["settle_s"], tmp, plan["quiet_s"])
+                   for row in rows(quick)]
         deletes = [run_bytes(gifts, tmp) for gifts in BYTES_GIFTS]
     text = tables(results, deletes)
     print(text)

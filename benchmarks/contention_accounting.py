@@ -35,7 +35,9 @@ server's order of committed changes is the order of their versions):
 Anomalies (should never happen; listed in ``problems``): items, gifts or reservations in the
 final document that no change explains, initial gifts gone without a committed removal, two
 committed changes acknowledged with the same version, changes reported through ``onError``
-that were committed anyway.
+that were committed anyway. When a run did not settle in time (``converged`` false), its
+unsettled changes count as dropped, and effects the server committed whose ``ack`` had not
+arrived yet show up as anomalies too.
 """
 
 from __future__ import annotations
