@@ -7,10 +7,15 @@
 //   node contention_clients.mjs '{"mode": "bytes", "urls": [...], "doc": "...",
 //       "subscribers": 3, "latencyMs": 0, "timeoutS": 10}'
 //
+// Optional: "paceMs": [300, 1000] (the pause between a user's changes), "mix": {"append": 0.25,
+// "toggle": 0.5} (gifts: the rest are removals), "connectS": 30.
+//
 // mode "users": user u connects to urls[u % urls.length]; once every client is `synced` it
 // prints {"event": "ready"}, then each user makes one change every 0.3-1 s (seeded PRNG) for
-// `activityS` seconds, then stops ({"event": "idle"}) and waits (at most `settleS`) until every client is `synced`
-// with no pending change and every change is settled, at the server's version. It prints one
+// `activityS` seconds, then stops ({"event": "idle"}) and waits (at most `settleS`) until every
+// client is `synced` with no pending change and every change is settled, at the server's
+// version (GET /docs/DOC/state's ETag on urls[0]). The result also gives this process's CPU
+// and event-loop delay while the users were active. It prints one
 // {"event": "result"} line: per client, every change it made (its tag, kind, target, what it
 // did when last sent, outcome, ack version, update()-to-ack milliseconds, conflict rejects),
 // the reject codes and the onError errors it saw, frame bytes each way, and the SHA-256 of its
