@@ -14,10 +14,11 @@ Rows: N = 5, 20, 50 at one-way latency 0 and 50 ms for each workload (SQLite sto
 default); (b) at N = 20, 50 ms, users spread over two server processes on one Redis; (a) at
 N = 10, 50 ms on SQLite with the server SIGKILLed and restarted on the same port twice during
 the activity. Per row: changes made, present at the end, superseded, dropped (and how many of
-those the client reported through ``onError``), duplicated, conflict rejects per 100 changes,
-``update()``-to-ack p50/p99, converged (every client's final state equals ``GET /state``). The
-accounting is ``contention_accounting.py``'s. Also the bytes of deleting the first gift of a
-1,000- and a 10,000-gift list by one SyncClient: uploaded by it, received by each subscriber.
+those the client reported through ``onError``), still pending at the settle timeout,
+duplicated, conflict rejects per 100 changes, ``update()``-to-ack p50/p99, converged (every
+client's final state equals ``GET /state``). The accounting is ``contention_accounting.py``'s.
+Also the bytes of deleting the first gift of a 1,000- and a 10,000-gift list by one
+SyncClient: uploaded by it, received by each subscriber.
 
     python -m benchmarks.contention [--quick]
 
@@ -215,7 +216,8 @@ def targets(results: list[dict[str, Any]], deletes: list[dict[str, Any]]) -> lis
 def _row_line(r: dict[str, Any]) -> str:
     return (f"{LABELS[r['workload']]}, {r['setup_label']}, N={r['users']}, {r['latency_ms']} ms: "
             f"made {r['made']}, present {r['present']}, superseded {r['superseded']}, "
-            f"dropped {r['dropped']} (reported {r['reported']}), duplicated {r['duplicated']}, "
+            f"dropped {r['dropped']} (reported {r['reported']}), pending {r['pending']}, "
+            f"duplicated {r['duplicated']}, "
             f"conflicts/100 {r['conflicts_per_100']:.1f}, ack p50/p99 "
             f"{report.fmt(r['ack_p50_ms'])}/{report.fmt(r['ack_p99_ms'])} ms, "
             f"converged {r['converged']}, anomalies {r['anomalies']}; CPU server "
@@ -226,10 +228,12 @@ def _row_line(r: dict[str, Any]) -> str:
 def tables(results: list[dict[str, Any]], deletes: list[dict[str, Any]]) -> str:
     main = report.table(
         ["workload", "setup", "users", "one-way ms", "made", "present", "superseded",
-         "dropped (reported)", "duplicated", "conflicts /100", "ack p50 / p99 ms", "converged",
+         "dropped (reported)", "pending at timeout", "duplicated", "conflicts /100",
+         "ack p50 / p99 ms", "converged",
          "CPU server / clients", "clients' loop delay p99 ms"],
         [[LABELS[r["workload"]], r["setup_label"], r["users"], r["latency_ms"], r["made"],
-          r["present"], r["superseded"], f"{r['dropped']} ({r['reported']})", r["duplicated"],
+          r["present"], r["superseded"], f"{r['dropped']} ({r['reported']})", r["pending"],
+          r["duplicated"],
           f"{r['conflicts_per_100']:.1f}",
           f"{report.fmt(r['ack_p50_ms'])} / {report.fmt(r['ack_p99_ms'])}",
           "yes" if r["converged"] else "NO",

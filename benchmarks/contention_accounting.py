@@ -11,7 +11,9 @@ Every change made is exactly one of:
   nothing (its gift was removed, or reserved by someone else, in the meantime);
 - **dropped**: anything else: made but absent and not legitimately removed. ``reported`` says
   how many of the dropped changes the client reported through ``onError``; the others were
-  lost silently.
+  lost silently;
+- **pending**: would be dropped, but the client still held it, unsettled, when the settle
+  timeout ran out (a backlog, not a loss; the row is then not converged).
 
 Per workload ("committed" = acknowledged to the client that made it, at a version V; the
 server's order of committed changes is the order of their versions):
@@ -27,17 +29,16 @@ server's order of committed changes is the order of their versions):
   g ordered by version decide: the last one is present if g's ``reservedBy`` is what it did
   (its user for a reserve, absent for a release) and dropped otherwise; earlier committed ones
   are superseded; a toggle the client dropped as a no-op is superseded; one it reported or
-  never settled is dropped.
+  never settled is dropped (pending if the client still held it).
 - (c) ``field`` sets ``title`` to its tag: the committed write with the highest version is
   present if ``title`` equals its tag (else dropped); other committed writes are superseded;
-  writes never committed are dropped (reported or not).
+  writes never committed are dropped (reported or not; pending if still held).
 
 Anomalies (should never happen; listed in ``problems``): items, gifts or reservations in the
 final document that no change explains, initial gifts gone without a committed removal, two
 committed changes acknowledged with the same version, changes reported through ``onError``
-that were committed anyway. When a run did not settle in time (``converged`` false), its
-unsettled changes count as dropped, and effects the server committed whose ``ack`` had not
-arrived yet show up as anomalies too.
+that were committed anyway. When a run did not settle in time (``converged`` false), effects
+the server committed whose ``ack`` had not arrived yet can show up as anomalies too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from collections.abc import Iterable
 from typing import Any
 
 Change = dict[str, Any]
-OUTCOMES = ("present", "superseded", "dropped")
+OUTCOMES = ("present", "superseded", "dropped", "pending")
 
 
 def canonical_hash(doc: Any) -> str:
@@ -80,6 +81,8 @@ class _Tally:
         self.problems: list[str] = []
 
     def count(self, change: Change, outcome: str) -> None:
+        if outcome == "dropped" and change["outcome"] == "pending":
+            outcome = "pending"
         self.outcomes[outcome] += 1
         self.by_kind.setdefault(change["kind"], Counter())[outcome] += 1
         if outcome == "dropped" and change["outcome"] == "reported":
@@ -195,7 +198,6 @@ def account(workload: str, initial: Any, finals: list[Any], result: dict[str, An
         "reported": tally.reported,
         "lost_silently": tally.outcomes["dropped"] - tally.reported,
         "duplicated": tally.duplicated,
-        "unsettled_changes": sum(1 for c in changes if c["outcome"] == "pending"),
         "conflicts": conflicts,
         "conflicts_per_100": 100 * conflicts / made if made else 0.0,
         "rejects": dict(sum((Counter(c["rejects"]) for c in clients), Counter())),

@@ -32,7 +32,8 @@ SETTLE_S = 30.0
 
 
 def _summary(row: dict[str, Any]) -> str:
-    keys = ("made", "present", "superseded", "dropped", "reported", "duplicated", "conflicts",
+    keys = ("made", "present", "superseded", "dropped", "reported", "pending", "duplicated",
+            "conflicts",
             "by_kind", "errors", "problems", "diverged_clients", "unsettled_clients")
     return json.dumps({k: row[k] for k in keys})
 
@@ -56,6 +57,7 @@ def test_no_change_is_lost_under_contention(
     assert row["made"] >= USERS * ACTIVITY_S / 2, _summary(row)
     assert row["anomalies"] == 0, _summary(row)
     assert row["dropped"] == 0, _summary(row)
+    assert row["pending"] == 0, _summary(row)
     assert row["duplicated"] == 0, _summary(row)
     assert row["converged"], _summary(row)
     if workload == "append":
