@@ -25,7 +25,7 @@ test: install-test node-deps demo chromium redis
 check: lint typecheck
 
 lint: install-test
-	$(BIN)/ruff check server tests benchmarks
+	$(BIN)/ruff check server tests benchmarks examples
 
 typecheck: install-test
 	$(BIN)/mypy

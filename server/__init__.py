@@ -1,8 +1,28 @@
 """Authoritative collaborative-state server for Immer apps."""
 
-from .app import create_app
-from .config import Limits, Settings
+from .access import Handshake, Principal, Role
+from .app import create_app, running
+from .config import JwtSettings, Limits, Settings
 from .document import Document
-from .errors import ErrorCode, ServerError
+from .errors import ErrorCode, Forbidden, InvalidInput, ServerError, Unauthorized
+from .hooks import Batch, HookContext, Hooks
 
-__all__ = ["Document", "ErrorCode", "Limits", "ServerError", "Settings", "create_app"]
+__all__ = [
+    "Batch",
+    "Document",
+    "ErrorCode",
+    "Forbidden",
+    "Handshake",
+    "HookContext",
+    "Hooks",
+    "InvalidInput",
+    "JwtSettings",
+    "Limits",
+    "Principal",
+    "Role",
+    "ServerError",
+    "Settings",
+    "Unauthorized",
+    "create_app",
+    "running",
+]

@@ -1,22 +1,39 @@
-"""The Starlette application: routes, the store's lifetime and the hub."""
+"""The Starlette application: routes, the store's lifetime and the hub; embedding.
+
+``create_app(settings, hooks=...)`` gives a Starlette app with its own lifespan. A host app that
+mounts it (``app.mount("/collab", collab)``) must enter ``running(collab)`` from its own
+lifespan: Starlette and FastAPI do not run a mounted app's lifespan. Until it runs, every
+request is answered 503 (WebSocket: close 1011) with a message saying so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from . import http, ws
+from .auth import Authenticator
 from .config import Settings
+from .errors import CloseCode, ErrorCode
+from .hooks import HookRunner, Hooks
 from .hub import Hub
 from .store import open_store
+
+log = logging.getLogger("server.app")
+NOT_RUNNING = ("the collaboration server is not running: its lifespan never ran. When it is "
+               "mounted in another app, enter server.running(app) from the host's lifespan")
 
 NO_DEMO = """<!doctype html><meta charset="utf-8"><title>Immer patch server</title>
 <h1>Immer patch server</h1>
@@ -29,7 +46,9 @@ async def no_demo(request: Request) -> Response:
     return HTMLResponse(NO_DEMO)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, hooks: Hooks | None = None) -> Starlette:
+    """The server as a Starlette app. Raises OSError or ValueError for a token file or key
+    that cannot be read."""
     routes: list[BaseRoute] = [
         WebSocketRoute("/", ws.lesson_endpoint),
         WebSocketRoute("/ws", ws.protocol_endpoint),
@@ -49,18 +68,57 @@ def create_app(settings: Settings) -> Starlette:
     else:
         routes.append(Route("/", no_demo, methods=["GET"]))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(settings.store_url)
-        await store.open()
-        hub = Hub(settings, store)
-        app.state.hub = hub
-        evictions = asyncio.create_task(hub.run_evictions())
-        try:
-            yield
-        finally:
-            evictions.cancel()
-            await hub.close()
-            await store.close()
+    runner = HookRunner(hooks)
+    app = Starlette(routes=routes, lifespan=running,
+                    middleware=[Middleware(_RequireRunning)])
+    app.state.settings = settings
+    app.state.hooks = runner
+    app.state.auth = Authenticator(settings, runner)
+    app.state.hub = None
+    return app
 
-    return Starlette(routes=routes, lifespan=lifespan)
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[None]:
+    """Run an app made by :func:`create_app`: open its store, start its hub, and stop both
+    (finishing what was queued, then the queued ``on_commit`` calls) on the way out. It is the
+    app's lifespan; a host app that mounts it enters it from its own lifespan."""
+    if getattr(app.state, "hub", None) is not None:
+        raise RuntimeError("this collaboration server is already running")
+    settings: Settings = app.state.settings
+    runner: HookRunner = app.state.hooks
+    store = open_store(settings.store_url)
+    await store.open()
+    hooks = runner if runner.sees_batches or runner.hooks.load is not None else None
+    hub = Hub(settings, store, hooks=hooks)
+    runner.count_errors_with(lambda name: hub.metrics.hook_errors.labels(name).inc())
+    app.state.hub = hub
+    evictions = asyncio.create_task(hub.run_evictions())
+    try:
+        yield
+    finally:
+        evictions.cancel()
+        app.state.hub = None
+        await hub.close()
+        await runner.close()
+        await store.close()
+
+
+class _RequireRunning:
+    """Answer every request with a clear error while the app's lifespan has not run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["app"].state.hub is None:
+            log.error("%s", NOT_RUNNING)
+            if scope["type"] == "http":
+                body = {"error": {"code": ErrorCode.UNAVAILABLE.value, "message": NOT_RUNNING}}
+                await JSONResponse(body, status_code=503)(scope, receive, send)
+            else:
+                websocket = WebSocket(scope, receive, send)
+                await websocket.accept()
+                await websocket.close(CloseCode.INTERNAL_ERROR, "server not running")
+            return
+        await self.app(scope, receive, send)

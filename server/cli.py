@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
@@ -14,10 +15,11 @@ from typing import Any
 
 import orjson
 import uvicorn
+from starlette.applications import Starlette
 
-from .access import Tokens
 from .app import create_app
-from .config import DEFAULT_STORE, Limits, Settings
+from .config import DEFAULT_STORE, JwtSettings, Limits, Settings
+from .hooks import Hooks
 from .schema import SchemaRule
 
 ENV_PREFIX = "IMMER_SERVER_"
@@ -90,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", type=Path, default=_env("auth", None), metavar="FILE",
                    help="JSON or TOML map of token -> {docs: glob(s), role: read|write}; "
                    "without it the server is open to anyone who can reach it")
+    p.add_argument("--jwt-key", default=_env("jwt_key", None), metavar="SECRET|FILE",
+                   help="verify signed access tokens (JWT): an HMAC secret (HS256, at least 32 "
+                   "bytes; better in the environment variable or a file), or a file holding "
+                   "one or an RSA/EC public key (PEM)")
+    p.add_argument("--jwks-file", type=Path, default=_env("jwks_file", None), metavar="FILE",
+                   help="verify JWTs against a JSON Web Key Set (the key picked by kid)")
+    p.add_argument("--jwt-algorithms", default=_env("jwt_algorithms", ""), metavar="ALG,...",
+                   help="accepted algorithms (default: from the key: HS256, RS256, ES256...); "
+                   "never taken from the token")
+    p.add_argument("--jwt-issuer", default=_env("jwt_issuer", None),
+                   help="required iss claim")
+    p.add_argument("--jwt-audience", default=_env("jwt_audience", None),
+                   help="required aud claim")
+    p.add_argument("--jwt-leeway", type=float, default=float(_env("jwt_leeway", 10)),
+                   metavar="SECONDS", help="clock skew allowed on exp/nbf/iat (default 10)")
+    p.add_argument("--jwt-claims", default=_env("jwt_claims", ""),
+                   metavar="FIELD=CLAIM,...", help="claim names for sub, name, docs and role "
+                   "(e.g. sub=uid,docs=rooms; default: the same names)")
+    p.add_argument("--hooks", default=_env("hooks", None), metavar="MODULE:ATTRIBUTE",
+                   help="server-side hooks: a server.Hooks object, e.g. myapp.collab:hooks")
     p.add_argument("--schema", action="append", default=_env_list("schema"),
                    metavar="DOC_GLOB=FILE.json",
                    help="validate documents matching the glob against a JSON Schema; repeatable")
@@ -123,10 +145,50 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rate=args.rate,
         burst=args.burst,
         allow_origins=tuple(o.rstrip("/") for o in args.allow_origin),
-        tokens=Tokens.load(args.auth) if args.auth else None,
+        auth_file=str(args.auth) if args.auth else None,
+        jwt=jwt_settings(args),
         schemas=tuple(SchemaRule.parse(spec) for spec in args.schema),
         demo_dir=str(args.demo_dir) if args.demo_dir else None,
     )
+
+
+def jwt_settings(args: argparse.Namespace) -> JwtSettings | None:
+    if not args.jwt_key and not args.jwks_file:
+        return None
+    key = args.jwt_key
+    if key and Path(key).is_file():
+        key = Path(key).read_text()
+    elif key and key.endswith((".pem", ".key")):
+        raise ValueError(f"--jwt-key: no such file {key}")
+    claims = {}
+    for item in filter(None, args.jwt_claims.split(",")):
+        field, sep, claim = item.partition("=")
+        if not sep or field not in ("sub", "name", "docs", "role") or not claim:
+            raise ValueError(f"--jwt-claims takes sub|name|docs|role=CLAIM, not {item!r}")
+        claims[f"claim_{field}"] = claim
+    return JwtSettings(
+        key=key or None,
+        jwks=Path(args.jwks_file).read_text() if args.jwks_file else None,
+        algorithms=tuple(a.strip() for a in args.jwt_algorithms.split(",") if a.strip()),
+        issuer=args.jwt_issuer,
+        audience=args.jwt_audience,
+        leeway=args.jwt_leeway,
+        **claims,
+    )
+
+
+def load_hooks(spec: str) -> Hooks:
+    """``package.module:attribute`` -> the Hooks object it names."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--hooks takes package.module:attribute, not {spec!r}")
+    try:
+        hooks = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--hooks {spec}: {exc}") from exc
+    if not isinstance(hooks, Hooks):
+        raise ValueError(f"--hooks {spec}: not a server.Hooks object")
+    return hooks
 
 
 class RedactTokens(logging.Filter):
@@ -142,7 +204,7 @@ class RedactTokens(logging.Filter):
 
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
-        log_level: str = "info") -> None:
+        log_level: str = "info", app: Starlette | None = None) -> None:
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -150,7 +212,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     for name in ("uvicorn.access", "uvicorn.error", "server"):
         logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.run(
-        create_app(settings),
+        app if app is not None else create_app(settings),
         host=host,
         port=port,
         log_level=log_level,
@@ -164,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
+        hooks = load_hooks(args.hooks) if args.hooks else None
+        app = create_app(settings, hooks=hooks)
     except (OSError, ValueError) as exc:  # unreadable or malformed file named by a flag
         sys.exit(f"error: {exc}")
-    run(settings, args.host, args.port, args.log_level)
+    run(settings, args.host, args.port, args.log_level, app)

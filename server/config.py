@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .access import Tokens
     from .schema import SchemaRule
 
 DOC_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
@@ -26,6 +25,26 @@ class Limits:
     max_string_bytes: int = 1 << 20
     max_key_bytes: int = 1024
     max_document_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    """Signed access tokens (``--jwt-key``/``--jwks-file``), as plain data; verified by
+    :mod:`server.jwt_auth`. ``key`` is an HMAC secret or a PEM public key (its text);
+    ``jwks`` a JSON Web Key Set (its text). The algorithms are fixed here, never read from a
+    token; empty: derived from the key (HS256, RS256, ES256/384/512 by curve)."""
+
+    key: str | None = None
+    jwks: str | None = None
+    algorithms: tuple[str, ...] = ()
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 10.0
+    # claim names: the user id, display name, documents (glob or list of globs) and role
+    claim_sub: str = "sub"
+    claim_name: str = "name"
+    claim_docs: str = "docs"
+    claim_role: str = "role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +70,8 @@ class Settings:
     burst: float = 200.0
     # origins allowed to open WebSockets besides the server's own ("*": any)
     allow_origins: tuple[str, ...] = ()
-    tokens: Tokens | None = None
+    # the token file (``--auth``) and signed tokens (``--jwt-key``/``--jwks-file``)
+    auth_file: str | None = None
+    jwt: JwtSettings | None = None
     schemas: tuple[SchemaRule, ...] = ()
     demo_dir: str | None = None

@@ -11,16 +11,18 @@ strings for object keys, only add/remove/replace) for Immer clients.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from .compact import compact
 from .errors import Conflict, InvalidInput, TooLarge
 from .patches import MISSING, Op, Segment, depth_of, to_pointer
-
-Tokens = tuple[str, ...]
+from .rebase import Written, rebase
+from .values import json_equal as json_equal  # re-exported: other modules import it from here
+from .values import own
 
 
 @dataclass(slots=True)
@@ -29,9 +31,10 @@ class Applied:
 
     json_patch: list[dict[str, Any]] = field(default_factory=list)
     immer: list[dict[str, Any]] = field(default_factory=list)
-    # paths written (as pointer tokens), and (array path, index) of inserts and removals
-    touched: list[Tokens] = field(default_factory=list)
-    shifted: list[tuple[Tokens, int]] = field(default_factory=list)
+    # what it wrote, as (op, typed path): the history a later stale batch is rebased over
+    written: list[Written] = field(default_factory=list)
+    # the batch as applied differs from what was sent (rebased, compacted or normalised)
+    rewritten: bool = False
     # what Document.revert needs to take the batch back (while it is the newest one)
     journal: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     delta: int = 0
@@ -40,25 +43,23 @@ class Applied:
     def empty(self) -> bool:
         return not self.json_patch
 
-
-def own(value: Any) -> Any:
-    """A private copy of a JSON value (containers only; scalars are immutable)."""
-    if isinstance(value, dict | list):
-        return orjson.loads(orjson.dumps(value))
-    return value
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """RFC 6902 ``test`` equality: 1 == 1.0, but true != 1 and key order does not matter."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
+    def previous(self) -> dict[str, Any]:
+        """The value each JSON Pointer the batch wrote held before the batch (absent where
+        nothing was: a new member, an inserted element), from the undo journal: no copy. Valid
+        until the next batch applies; the values are detached from the document."""
+        before: dict[str, Any] = {}
+        seen: set[str] = set()
+        for op, entry in zip(self.json_patch, self.journal, strict=True):
+            pointer = op["path"]
+            if pointer in seen:
+                continue
+            seen.add(pointer)
+            kind = entry[0]
+            if kind == "root":
+                before[pointer] = entry[1]
+            elif kind in ("dset", "ddel", "lset", "lpop") and entry[3] is not MISSING:
+                before[pointer] = entry[3]
+        return before
 
 
 def _size(value: Any) -> int:
@@ -136,14 +137,13 @@ class _Batch:
     def emit(self, op: str, typed: list[Segment], value: Any = MISSING, size: int = 0) -> None:
         """Record one applied operation in both formats; ``size`` is the value's JSON size."""
         pointer = to_pointer(typed)
-        tokens = tuple(str(s) for s in typed)
         if value is MISSING:
             self.out.json_patch.append({"op": op, "path": pointer})
             self.out.immer.append({"op": op, "path": typed})
         else:
             self.out.json_patch.append({"op": op, "path": pointer, "value": value})
             self.out.immer.append({"op": op, "path": typed, "value": value})
-        self.out.touched.append(tokens)
+        self.out.written.append((op, tuple(typed)))
         self.out_bytes += size + 2 * len(pointer) + 40  # both formats, with their punctuation
 
     def set_root(self, value: Any, shown: Any) -> None:
@@ -181,7 +181,6 @@ class _Batch:
         size = _size(value)
         self.delta += size + 1
         self.emit("add", [*typed, idx], shown, size)
-        self.out.shifted.append((tuple(str(s) for s in typed), idx))
 
     def list_set(self, parent: list[Any], typed: list[Segment], idx: int, value: Any,
                  shown: Any) -> None:
@@ -197,7 +196,6 @@ class _Batch:
         self.journal.append(("lpop", parent, idx, old))
         self.delta -= _size(old) + 1
         self.emit("remove", [*typed, idx])
-        self.out.shifted.append((tuple(str(s) for s in typed), idx))
         return old
 
     def rollback(self) -> None:
@@ -368,20 +366,25 @@ class Document:
         self.max_ops = max_ops  # operations of a batch as applied
         self.max_batch_bytes = max_batch_bytes  # size of a batch as applied
         self.size = _size(state)
-        # (version, touched, shifted) of the recent batches, for the stale-base rule
-        self._history: deque[tuple[int, list[Tokens], list[tuple[Tokens, int]]]] = deque(
-            maxlen=max_base_lag
-        )
+        # (version, what it wrote) of the recent batches: what a stale batch is rebased over
+        self._history: deque[tuple[int, list[Written]]] = deque(maxlen=max_base_lag)
 
-    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None) -> Applied:
+    def apply(self, ops: list[Op], base: int | None = None, check: Check | None = None,
+              *, compacting: bool = True) -> Applied:
         """Apply ``ops`` atomically or raise, leaving the state untouched.
 
+        A batch made at an older ``base`` is first rebased over the batches applied since
+        (:mod:`server.rebase`); then array shift cascades are compacted (:mod:`server.compact`).
+        ``compacting=False`` skips compaction (a replay of our own log, compact already).
         ``check`` sees the resulting state before the batch is kept and may raise to refuse it
-        (schema validation). Returns the applied batch; when it changed nothing
-        (``Applied.empty``) the version stays the same.
+        (schema validation). Returns the applied batch (``rewritten`` when it differs from
+        ``ops``); when it changed nothing (``Applied.empty``) the version stays the same.
         """
+        sent = ops
         if base is not None:
-            self.check_base(ops, base)
+            ops = self.rebase(ops, base)
+        if compacting:
+            ops = compact(ops, self.state) or ops
         batch = _Batch(self)
         try:
             for op in ops:
@@ -395,9 +398,10 @@ class Document:
         out = batch.out
         if not out.empty:
             out.journal, out.delta = batch.journal, batch.delta
+            out.rewritten = _rewritten(sent, out)
             self.size += batch.delta
             self.version += 1
-            self._history.append((self.version, out.touched, out.shifted))
+            self._history.append((self.version, out.written))
         return out
 
     def revert(self, applied: Applied) -> None:
@@ -415,49 +419,39 @@ class Document:
 
     def record(self, applied: Applied) -> None:
         """Account for a batch applied elsewhere (replayed from a log) in the base history."""
-        self._history.append((self.version, applied.touched, applied.shifted))
+        self._history.append((self.version, applied.written))
 
-    def check_base(self, ops: Iterable[Op], base: int) -> None:
-        """The stale-base rule: a batch made at ``base`` may apply at the head only when no
-        later batch touched an overlapping path, nor shifted an array at or below an index it
-        addresses."""
+    def rebase(self, ops: list[Op], base: int) -> list[Op]:
+        """``ops``, made at ``base``, as they apply at the head: array indexes moved over what
+        was inserted and removed since, ``conflict`` where a later batch changed what they
+        address (the rules are in :mod:`server.rebase`)."""
         if isinstance(base, bool) or not isinstance(base, int) or base < 0:
             raise InvalidInput("base must be a non-negative integer")
         if base > self.version:
             raise InvalidInput(f"base {base} is ahead of the current version {self.version}")
         if base == self.version:
-            return
+            return ops
         oldest = self._history[0][0] if self._history else self.version + 1
         if base + 1 < oldest:
-            raise Conflict(f"base {base} is too old to check (current {self.version})")
-        paths: set[Tokens] = set()
-        prefixes: set[Tokens] = set()
-        following: dict[Tokens, list[str]] = {}
-        for op in ops:
-            for path in (op.path, op.from_):
-                if path is None:
-                    continue
-                tokens = tuple(str(s) for s in path)
-                paths.add(tokens)
-                for k in range(len(tokens) + 1):
-                    prefixes.add(tokens[:k])
-                    if k < len(tokens):
-                        following.setdefault(tokens[:k], []).append(tokens[k])
-        for version, touched, shifted in self._history:
-            if version <= base:
-                continue
-            for t in touched:
-                if t in prefixes or any(t[:k] in paths for k in range(len(t))):
-                    raise Conflict(
-                        f"version {version} changed {to_pointer(list(t))!r} after base {base}"
-                    )
-            for array, at in shifted:
-                for token in following.get(array, ()):
-                    idx = _index(token)
-                    # "-" appends and an Immer length change cuts or pads: both address the
-                    # end of the array, which any later insert or removal moves
-                    if token in ("-", "length") or (idx is not None and at <= idx):
-                        raise Conflict(
-                            f"version {version} shifted {to_pointer(list(array))!r} at index "
-                            f"{at} after base {base}"
-                        )
+            raise Conflict(f"base {base} is too old to rebase (current {self.version})")
+        later = (entry for entry in self._history if entry[0] > base)
+        return rebase(ops, later, base)
+
+
+def _rewritten(sent: list[Op], out: Applied) -> bool:
+    """Whether the batch as applied differs from the one sent, in the sender's format (op, path
+    and value, compared by identity: the applied value is the sent object when unchanged)."""
+    if len(sent) != len(out.immer):
+        return True
+    for op, immer, json_patch in zip(sent, out.immer, out.json_patch, strict=True):
+        if op.op != immer["op"] or immer.get("value", MISSING) is not op.value:
+            return True
+        if op.immer:
+            if len(op.path) != len(immer["path"]) or any(
+                a != b or type(a) is not type(b)
+                for a, b in zip(op.path, immer["path"], strict=True)
+            ):
+                return True
+        elif to_pointer(op.path) != json_patch["path"]:
+            return True
+    return False

@@ -9,9 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .access import Role
+from .access import Handshake, Role
+from .auth import Authenticator
 from .config import DEFAULT_DOC, DOC_ID_RE
 from .errors import ErrorCode, Forbidden, InvalidInput, ServerError, TooLarge
+from .hooks import HookContext
 from .hub import Hub, Session
 from .messages import FORMATS, PatchRequest
 from .protocol import loads, parse_ops
@@ -55,16 +57,19 @@ def _version_param(request: Request, name: str) -> int | None:
     return int(raw)
 
 
-async def _session(request: Request, write: bool = False) -> Session:
-    """The document's session, once the bearer token (when ``--auth`` is on) allows it."""
+async def _session(request: Request, write: bool = False) -> tuple[Session, HookContext]:
+    """The document's session and who asks, once the bearer token (or the authenticate hook)
+    allows it (see :mod:`server.auth`)."""
     hub: Hub = request.app.state.hub
+    auth: Authenticator = request.app.state.auth
     doc = _doc_id(request)
-    if hub.settings.tokens is not None:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else None
-        if hub.settings.tokens.role(token, doc) is not Role.WRITE and write:
-            raise Forbidden("this token is read-only")
-    return await hub.session(doc)
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    principal, role = await auth.admit(
+        Handshake("http", doc, token or None, request.headers, request.query_params))
+    if write and role is not Role.WRITE:
+        raise Forbidden("this token is read-only")
+    return await hub.session(doc), HookContext(principal, doc)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -85,7 +90,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def get_state(request: Request) -> Response:
     try:
-        session = await _session(request)
+        session, _ = await _session(request)
         at = _version_param(request, "version")
         if at is not None and at != session.published:
             body = await session.read_state_at(at)
@@ -110,7 +115,7 @@ async def patch_state(request: Request) -> Response:
         ))
     try:
         body = await _read_body(request, hub.settings.limits.max_frame_bytes)
-        session = await _session(request, write=True)
+        session, ctx = await _session(request, write=True)
         ops = parse_ops(loads(body), "immer" if content_type == JSON else "json-patch",
                         hub.settings.limits)
         base = None
@@ -122,7 +127,7 @@ async def patch_state(request: Request) -> Response:
                     f"the document is at version {current}", ErrorCode.PRECONDITION_FAILED
                 )
             base = current
-        version = await session.submit(PatchRequest(None, ops, base))
+        version = await session.submit(PatchRequest(None, ops, base), context=ctx)
     except ServerError as exc:
         hub.metrics.rejected.labels(exc.code.value).inc()
         return error_response(exc)
@@ -138,7 +143,7 @@ async def get_patches(request: Request) -> Response:
         fmt = request.query_params.get("format", "immer")
         if fmt not in FORMATS:
             raise InvalidInput("format must be immer or json-patch")
-        session = await _session(request)
+        session, _ = await _session(request)
         if since > session.published:
             raise ServerError(
                 f"since {since} is ahead of the current version {session.published}",

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -91,11 +91,24 @@ class Subscriber:
     lesson: bool = False
     client: str | None = None
     read_only: bool = False
+    context: Any = None  # for the hooks: who is connected (see SessionHooks)
 
     def frame(self, record: Record) -> str:
         if self.lesson:
             return record.immer
         return record.immer_message if self.fmt == "immer" else record.json_patch_message
+
+
+class SessionHooks(Protocol):
+    """The application's hooks as sessions see them (implemented by ``server.hooks``); the
+    ``context`` of a batch is opaque here: what the connection or request passed to submit."""
+
+    async def load(self, doc: str) -> Any: ...
+
+    async def validate(self, doc: str, context: Any, request_id: MessageId | None,
+                       applied: Applied, version: int, state: Any) -> None: ...
+
+    def committed(self, doc: str, version: int, json_patch: str, context: Any) -> None: ...
 
 
 @dataclass(slots=True)
@@ -105,6 +118,7 @@ class _Submit:
     client: str | None
     result: asyncio.Future[int]
     started: float
+    context: Any = None  # for the hooks: who sent it (see SessionHooks)
 
 
 @dataclass(slots=True)
@@ -183,7 +197,7 @@ class Session:
     # -- queueing (called from connections and HTTP; never blocks) -----------------------------
 
     def submit(self, request: PatchRequest, origin: Subscriber | None = None,
-               client: str | None = None) -> asyncio.Future[int]:
+               client: str | None = None, context: Any = None) -> asyncio.Future[int]:
         """Queue a batch. The future gives its version once it is durable and published (to
         ``origin`` as an ack, to the others as a patch), or raises the ServerError it was
         rejected with (``origin`` is sent the reject)."""
@@ -191,7 +205,7 @@ class Session:
             raise self.broken
         self.last_used = time.monotonic()
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.inbox.append(_Submit(request, origin, client, result, time.monotonic()))
+        self.inbox.append(_Submit(request, origin, client, result, time.monotonic(), context))
         self.wakeup.set()
         return result
 
@@ -263,7 +277,7 @@ class Session:
         outcomes: list[_Staged | tuple[int, ServerError | None, str | None]] = []
         staged: list[_Staged] = []
         for item in items:
-            outcome = self._stage(item)
+            outcome = await self._stage(item)
             outcomes.append(outcome)
             if isinstance(outcome, _Staged):
                 staged.append(outcome)
@@ -290,14 +304,15 @@ class Session:
             outcomes = outcomes[:cut]
         for outcome, item in zip(outcomes, items, strict=False):
             if isinstance(outcome, _Staged):
-                self._publish(outcome.record, item)
+                self._publish(outcome.record, item, outcome.applied.rewritten)
             else:
                 self._answer(item, *outcome)
         for done in staged[:failed]:
             if done.snapshot is not None:
                 await self._save_snapshot(done.entry.version, done.snapshot)
 
-    def _stage(self, item: _Submit) -> _Staged | tuple[int, ServerError | None, str | None]:
+    async def _stage(self, item: _Submit
+                     ) -> _Staged | tuple[int, ServerError | None, str | None]:
         request = item.request
         key = None
         if item.client is not None and request.id is not None:
@@ -306,12 +321,18 @@ class Session:
             if seen is not None:  # a resend: acknowledge the original, apply nothing
                 return seen, None, None
         started = time.monotonic()
+        head = self.document.version
+        hooks = self.hub.hooks
         try:
             applied = self.document.apply(request.ops, request.base, self.check)
+            if hooks is not None and not applied.empty:
+                await self._validate(hooks, item, applied)
         except ServerError as exc:
             snapshot = self.lesson_snapshot() if item.origin and item.origin.lesson else None
             return self.document.version, exc, snapshot
         self.metrics.apply_seconds.observe(time.monotonic() - started)
+        if applied.rewritten and request.base is not None and request.base < head:
+            self.metrics.rebased.inc()
         version = self.document.version
         if applied.empty:
             return version, None, None
@@ -343,18 +364,25 @@ class Session:
             result.set_exception(error)
             result.exception()  # a WebSocket sender does not await it
 
-    def _publish(self, record: Record, item: _Submit | None) -> None:
-        """Send a durable version: an ack to its sender, the patch to everyone else."""
+    def _publish(self, record: Record, item: _Submit | None, rewritten: bool = False) -> None:
+        """Send a durable version: an ack to its sender, the patch to everyone else. The ack
+        carries the patches as applied when they differ from what the sender sent (rebased,
+        compacted or normalised), so its replica takes the server's version of its change."""
         self.published = record.version
         self._add_recent(record)
         origin = item.origin if item is not None else None
         for sub in self.subscribers:
             if sub is origin:
                 if item is not None and item.request.id is not None:
-                    sub.outbox.put(encode_ack(item.request.id, record.version))
+                    patches = None
+                    if rewritten:
+                        patches = record.immer if sub.fmt == "immer" else record.json_patch
+                    sub.outbox.put(encode_ack(item.request.id, record.version, patches))
             else:
                 sub.outbox.put(sub.frame(record))
         self.metrics.accepted.inc()
+        if item is not None and self.hub.hooks is not None:  # on_commit, queued
+            self.hub.hooks.committed(self.doc_id, record.version, record.json_patch, item.context)
         if item is not None:
             if not item.result.done():
                 item.result.set_result(record.version)
@@ -377,6 +405,16 @@ class Session:
         self.subscribers.clear()
         if self.follower is not None:
             self.follower.cancel()
+
+    async def _validate(self, hooks: SessionHooks, item: _Submit, applied: Applied) -> None:
+        """The application's validate hook, on the document with the batch applied; on any
+        failure the batch is taken back (the document is unchanged) and the error raised."""
+        try:
+            await hooks.validate(self.doc_id, item.context, item.request.id, applied,
+                                 self.document.version, self.document.state)
+        except BaseException:
+            self.document.revert(applied)
+            raise
 
     # -- shared stores -------------------------------------------------------------------------
 
@@ -403,7 +441,7 @@ class Session:
             if entry.version != self.document.version + 1:
                 raise StoreUnavailable(f"gap in the log at version {entry.version}")
             applied = self.document.apply(
-                parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS)
+                parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS), compacting=False
             )
             if applied.empty or self.document.version != entry.version:
                 raise StoreUnavailable(f"log entry {entry.version} does not apply")
@@ -519,8 +557,11 @@ class Session:
         await self._between_rounds(start)
 
     async def _resume_frames(self, sub: Subscriber, since: int) -> list[str] | None:
-        if since > self.published:
-            return None  # the client is ahead of this store: it must take a snapshot
+        """The versions after ``since``, or None when a snapshot is due instead: the client is
+        ahead of this store, its version was compacted away, or (the rule for joins) the tail
+        is longer than ``max_join_tail`` or weighs more than the state."""
+        if since > self.published or self.published - since > self.settings.max_join_tail:
+            return None
         records = self._recent_after(since)
         if records is None:
             entries = await self.store.read_log(self.doc_id, since)
@@ -529,6 +570,9 @@ class Session:
             records = [Record.from_entry(e) for e in entries if e.version <= self.published]
             if [r.version for r in records] != list(range(since + 1, self.published + 1)):
                 return None
+        if sum(len(r.immer if sub.fmt == "immer" else r.json_patch)
+               for r in records) > self.document.size:
+            return None
         return [sub.frame(r) for r in records]
 
     def leave(self, sub: Subscriber) -> None:
@@ -586,7 +630,8 @@ class Session:
         for entry in entries:
             if entry.version > version:
                 break
-            doc.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS))
+            doc.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS),
+                      compacting=False)
         if doc.version != version:
             raise ServerError(f"version {version} is not in the log", ErrorCode.GONE)
         return orjson.dumps(doc.state).decode()
@@ -620,6 +665,7 @@ class Hub:
     sessions: dict[str, Session] = field(default_factory=dict)
     _loading: dict[str, asyncio.Future[Session]] = field(default_factory=dict)
     initial_json: str = "{}"
+    hooks: SessionHooks | None = None
 
     def __post_init__(self) -> None:
         self.initial_json = orjson.dumps(self.settings.initial_state).decode()
@@ -655,6 +701,12 @@ class Hub:
     async def _load(self, doc_id: str) -> Session:
         started = time.perf_counter()
         stored = await self.store.load(doc_id)
+        loaded = await self.hooks.load(doc_id) if stored is None and self.hooks else None
+        if loaded is not None:  # the application's initial state, pinned as version 0 at once
+            state = orjson.dumps(loaded)
+            await self.store.snapshot(doc_id, 0, state, self.settings.retain_versions)
+            return Session(self, doc_id, self.new_document(orjson.loads(state), 0), stored=True,
+                           floor=0, snapshot=_Snapshot(0, state.decode()), dedupe=[])
         if stored is None:
             document = self.new_document(orjson.loads(self.initial_json), 0)
             return Session(self, doc_id, document, stored=False, floor=0,
@@ -663,7 +715,8 @@ class Hub:
         snapshot = _Snapshot(stored.snapshot_version, stored.snapshot.decode())
         records = []
         for entry in stored.entries:
-            document.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS))
+            document.apply(parse_json_patch(orjson.loads(entry.json_patch), _REPLAY_LIMITS),
+                           compacting=False)
             if document.version != entry.version:
                 raise StoreUnavailable(
                     f"log of {doc_id!r} is not contiguous at version {entry.version}"

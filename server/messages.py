@@ -60,10 +60,11 @@ class SyncedMessage(TypedDict):
     version: int
 
 
-class AckMessage(TypedDict):
+class AckMessage(TypedDict, total=False):
     type: Literal["ack"]
     id: MessageId
     version: int
+    patches: list[Any]  # the batch as applied, when it differs from the one sent
 
 
 class RejectMessage(TypedDict):
@@ -96,9 +97,15 @@ def encode_synced(version: int) -> str:
     return f'{{"type":"synced","version":{version}}}'
 
 
-def encode_ack(msg_id: MessageId, version: int) -> str:
+def encode_ack(msg_id: MessageId, version: int, patches_json: str | None = None) -> str:
+    """``patches_json`` (already serialized, in the receiver's format) when the batch as
+    applied differs from the one the receiver sent."""
     message: AckMessage = {"type": "ack", "id": msg_id, "version": version}
-    return orjson.dumps(message).decode()
+    ack = orjson.dumps(message).decode()
+    if patches_json is None:
+        return ack
+    return f'{ack[:-1]},"patches":{patches_json}}}'
+
 
 
 def encode_reject(msg_id: MessageId | None, version: int, error: ServerError) -> str:

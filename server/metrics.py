@@ -29,6 +29,9 @@ class Metrics:
                                 registry=r)
         self.rejected = Counter("immer_batches_rejected", "Batches refused, by error code",
                                 ["code"], registry=r)
+        self.rebased = Counter(
+            "immer_batches_rebased", "Batches made at an older version, applied with their "
+            "array indexes moved over what was committed since", registry=r)
         self.frame_errors = Counter("immer_frame_errors", "Frames that were not valid messages",
                                     registry=r)
         self.apply_seconds = Histogram(
@@ -45,6 +48,9 @@ class Metrics:
         self.slow_disconnects = Counter(
             "immer_slow_consumer_disconnects", "Connections closed for an overflowing queue",
             registry=r)
+        self.hook_errors = Counter(
+            "hook_errors", "Hook calls that raised or ran over their time budget",
+            ["hook"], registry=r)
         r.register(_Gauges(hub))
 
     def render(self) -> bytes:

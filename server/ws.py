@@ -13,13 +13,16 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .access import Role, origin_allowed
+from .access import Handshake, Role, origin_allowed
+from .auth import Authenticator
 from .config import CLIENT_ID_RE, DEFAULT_DOC, DOC_ID_RE
-from .errors import CloseCode, Forbidden, InvalidInput, RateLimited, ServerError
+from .errors import CloseCode, ErrorCode, Forbidden, InvalidInput, RateLimited, ServerError
+from .hooks import HookContext, HookRunner
 from .hub import Hub, Session, Subscriber
 from .messages import FORMATS, Format, encode_error
 from .outbox import Outbox
@@ -29,6 +32,7 @@ from .ratelimit import TokenBucket
 logger = logging.getLogger("server.ws")
 _ids = itertools.count(1)
 BEARER_PREFIX = "bearer."
+EXPIRED = "unauthorized: the token has expired"
 
 
 class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -84,29 +88,44 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
         await _refuse(websocket, exc)
         return
     await websocket.accept(subprotocol=params.subprotocol)
-    role = Role.WRITE
+    # no frame is read before the client is admitted (authentication, authorization, on_connect)
+    auth: Authenticator = websocket.app.state.auth
+    hooks: HookRunner = websocket.app.state.hooks
+    conn = next(_ids)
     try:
-        if settings.tokens is not None:
-            role = settings.tokens.role(params.token, params.doc)
+        principal, role = await auth.admit(Handshake(
+            "websocket", params.doc, params.token, websocket.headers, websocket.query_params,
+            params.client))
         session = await hub.session(params.doc)
+        context = HookContext(principal, params.doc, str(conn))
+        await hooks.connect(context)
     except ServerError as exc:
         await _refuse(websocket, exc)
         return
-    log = ConnectionLog(logger, {"conn": next(_ids), "doc": params.doc,
+    log = ConnectionLog(logger, {"conn": conn, "doc": params.doc,
                                  "client": params.client or "-"})
     outbox = Outbox(websocket.send_text, lesson=lesson,
                     max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes,
                     on_sent=hub.metrics.bytes_out.inc)
-    sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ)
+    sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ,
+                     context=context)
     bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None
     mode = "lesson" if lesson else "protocol"
     hub.metrics.connections.labels(mode).inc()
     log.info("connected mode=%s format=%s role=%s since=%s", mode, params.fmt, role.value,
              params.since)
+    expiry = None
+    if principal.expires is not None:  # readers too: the connection ends with its credential
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_at(loop.time() + max(0.0, principal.expires - time.time()),
+                              outbox.shutdown, CloseCode.POLICY_VIOLATION, EXPIRED)
     try:
         await _serve(websocket, session, sub, params, bucket, log)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.metrics.connections.labels(mode).dec()
+        await hooks.disconnect(context)
 
 
 async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
@@ -190,6 +209,12 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
             session.metrics.frame_errors.inc()
             sub.outbox.put(encode_error(exc))
         return
+    if sub.context is not None and sub.context.principal.expired():
+        # the credential expired during the session: nothing of this batch is applied; the
+        # client reconnects with a fresh token and resends it (resume and exactly-once)
+        session.metrics.rejected.labels(ErrorCode.UNAUTHORIZED.value).inc()
+        sub.outbox.shutdown(CloseCode.POLICY_VIOLATION, EXPIRED)
+        return
     if bucket is not None:
         wait = bucket.take()
         if wait > 0:
@@ -200,7 +225,7 @@ def _handle(session: Session, sub: Subscriber, text: str, bucket: TokenBucket | 
         session.reject_now(sub, request.id, Forbidden("this connection is read-only"))
         return
     try:
-        session.submit(request, sub, sub.client)
+        session.submit(request, sub, sub.client, sub.context)
     except ServerError as exc:  # the session failed; the connection is being closed
         session.reject_now(sub, request.id, exc)
 

@@ -72,7 +72,8 @@ class WsClient:
 
     def _track(self, message: Message) -> None:
         """Keep a replica: the snapshot, then every version in order: others' patches applied
-        with the Immer applier below, our own acknowledged batches applied as we sent them."""
+        with the Immer applier below, our own acknowledged batches applied as we sent them, or
+        as the ack says they were applied (a rebased batch)."""
         kind = message.get("type")
         if kind == "snapshot":
             self.state, self.version = message["state"], message["version"]
@@ -84,7 +85,7 @@ class WsClient:
         assert message["version"] == self.version + 1, f"gap: {self.version} -> {message}"
         self.version = message["version"]
         if self.immer:
-            patches = message["patches"] if kind == "patch" else self.sent[message["id"]]
+            patches = message.get("patches", self.sent.get(message.get("id")))
             self.state = apply_immer(self.state, patches)
 
 

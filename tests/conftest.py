@@ -13,12 +13,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,3 +195,51 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(params=["sqlite", "redis"])
 def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return store_url(request.param, request, tmp_path)
+
+
+class AppServer:
+    """An ASGI app (built in the test, e.g. with hooks) served by a real uvicorn on a free port,
+    in a thread with its own event loop; the test talks to it over real sockets."""
+
+    def __init__(self, app: Any, root_path: str = "") -> None:
+        self.port = free_port()
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                     ws_per_message_deflate=False, root_path=root_path,
+                                     lifespan="on", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str = "/ws") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def start(self, timeout: float = 20.0) -> AppServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)  # polling a start-up flag, not synchronising with a message
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[..., AppServer]]:
+    """``serve_app(app)`` serves an app built in the test with uvicorn until the test ends."""
+    started: list[AppServer] = []
+
+    def make(app: Any, root_path: str = "") -> AppServer:
+        server = AppServer(app, root_path)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()

@@ -265,3 +265,132 @@ def test_server_that_lost_its_data(demo_server: ServerProcess, open_demo: OpenDe
     descriptions = [item["description"] for item in state["gifts"]]
     assert "Forgotten" not in descriptions
     assert descriptions.count("Made offline") == 1
+
+
+def test_remove_from_the_middle_while_a_later_gift_is_reserved(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    """A splice in the middle of the list races an edit of a gift after it: whichever the server
+    commits first, the other is rebased (or re-run by id after a conflict), never lost."""
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    middle = "Egghead.io subscription"
+    assert [name for name, _ in shown_gifts(alice)] == ["Immer license", middle, CIRCLE]
+    assert demo_server.proc is not None
+
+    demo_server.proc.send_signal(signal.SIGSTOP)  # both edits are made against the same version
+    try:
+        gift(alice, middle).get_by_test_id("remove-gift").click()
+        expect(gift(alice, middle)).to_have_count(0)
+        gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+        expect(gift(bob, CIRCLE)).to_have_attribute("data-reserved-by", "2")
+    finally:
+        demo_server.proc.send_signal(signal.SIGCONT)
+
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (CIRCLE, "2")]
+    for page in (alice, bob):
+        expect(page.get_by_role("alert")).to_have_count(0)  # nothing was dropped
+
+
+# Undo and redo (issue #11): each page undoes its own changes only, and never a collaborator's.
+MIDDLE = "Egghead.io subscription"  # reserved by user 21 in the initial list
+
+
+def undo_button(page: Page) -> Any:
+    return page.get_by_test_id("undo")
+
+
+def test_undo_removes_my_gift_and_keeps_anothers_reservation(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    expect(undo_button(alice)).to_be_disabled()
+    expect(alice.get_by_test_id("redo")).to_be_disabled()
+
+    add_gift(alice, "Kite")
+    expect(gift(bob, "Kite")).to_have_count(1)
+    gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+    expect(gift(alice, CIRCLE)).to_have_attribute("data-reserved-by", "2")
+
+    undo_button(alice).click()
+    for page in (alice, bob):
+        expect(gift(page, "Kite")).to_have_count(0)
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (MIDDLE, "21"), (CIRCLE, "2")]
+    expect(undo_button(alice)).to_be_disabled()
+    expect(alice.get_by_test_id("redo")).to_be_enabled()
+
+    alice.get_by_test_id("redo").click()  # and back
+    expect(gift(bob, "Kite")).to_have_count(1)
+    assert_converged(demo_server, alice, bob)
+
+
+def test_undo_is_skipped_when_someone_changed_the_value_since(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    gift(alice, CIRCLE).get_by_test_id("toggle-reservation").click()
+    expect(gift(bob, CIRCLE)).to_have_attribute("data-reserved-by", "1")
+
+    # Bob changes the reservation (freeing it on Alice's behalf, then taking it himself).
+    bob.get_by_test_id("user-select").select_option("1")
+    gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+    bob.get_by_test_id("user-select").select_option("2")
+    gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+    expect(gift(alice, CIRCLE)).to_have_attribute("data-reserved-by", "2")
+
+    undo_button(alice).click()
+    expect(alice.get_by_role("alert")).to_contain_text("undo_skipped")
+    expect(undo_button(alice)).to_be_disabled()
+    state = assert_converged(demo_server, alice, bob)
+    assert (CIRCLE, "2") in expected_gifts(state)
+
+
+def test_undo_puts_a_removed_gift_back_in_place_keeping_a_later_edit(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    alice = open_demo(demo_server, user=1)
+    bob = open_demo(demo_server, user=2)
+    assert demo_server.proc is not None
+
+    demo_server.proc.send_signal(signal.SIGSTOP)  # the removal and the edit race
+    try:
+        gift(alice, MIDDLE).get_by_test_id("remove-gift").click()
+        gift(bob, CIRCLE).get_by_test_id("toggle-reservation").click()
+    finally:
+        demo_server.proc.send_signal(signal.SIGCONT)
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (CIRCLE, "2")]
+
+    alice.keyboard.press("Control+z")
+    expect(gift(bob, MIDDLE)).to_have_count(1)
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (MIDDLE, "21"), (CIRCLE, "2")]
+
+    alice.keyboard.press("Control+Shift+z")  # redo removes it again
+    expect(gift(bob, MIDDLE)).to_have_count(0)
+    state = assert_converged(demo_server, alice, bob)
+    assert expected_gifts(state) == [("Immer license", "5"), (CIRCLE, "2")]
+
+
+def test_a_gift_reserved_by_null_shows_as_available(
+    demo_server: ServerProcess, open_demo: OpenDemo
+) -> None:
+    page = open_demo(demo_server, user=1)
+    added = {"id": "http", "description": "Added over HTTP", "image": "", "reservedBy": None}
+    response = httpx.patch(
+        f"{demo_server.url}/state",
+        json=[{"op": "add", "path": "/gifts/-", "value": added}],
+        headers={"content-type": "application/json-patch+json"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    item = gift(page, "Added over HTTP")
+    expect(item).to_contain_text("Still available")
+    expect(item.get_by_test_id("toggle-reservation")).to_have_text("Reserve")
+    item.get_by_test_id("toggle-reservation").click()
+    expect(item).to_have_attribute("data-reserved-by", "1")
+    assert (added["description"], "1") in expected_gifts(assert_converged(demo_server, page))

@@ -73,7 +73,9 @@ def test_resume_since_and_epoch(
 ) -> None:
     server = server_factory(store=durable_store)
     with joined(server, "/ws/r") as c:
-        for i in range(6):
+        # version 1 is large, so the short tails below weigh less than the state
+        c.patch(0, [{"op": "add", "path": ["blob"], "value": "x" * 2000}])
+        for i in range(1, 6):
             c.patch(i, [{"op": "add", "path": [f"k{i}"], "value": i}])
         while c.version != 6:
             c.recv()
@@ -84,7 +86,9 @@ def test_resume_since_and_epoch(
         assert [m["version"] for m in got] == [4, 5, 6, 6]
     with WsClient(server.ws_url(f"/ws/r?since=6&epoch={epoch}")) as c:
         assert c.recv() == {"type": "synced", "version": 6}
-    for query in ("since=3&epoch=someone-else", "since=9", "since=2&epoch=x"):
+    # a tail that outweighs the state (it holds the blob and more) is sent as a snapshot
+    for query in (f"since=0&epoch={epoch}", "since=3&epoch=someone-else", "since=9",
+                  "since=2&epoch=x"):
         with WsClient(server.ws_url(f"/ws/r?{query}")) as c:
             snap = c.expect("snapshot")
             assert snap["version"] == 6 and snap["epoch"] == epoch
@@ -189,7 +193,9 @@ def test_compaction_keeps_a_bounded_log_and_serves_snapshot_plus_tail(
                             store=sqlite_url(tmp_path))
     states: dict[int, Any] = {}
     with joined(server, "/ws/c") as w:
-        for i in range(300):
+        # a large first version, so a resumed tail of the last 50 weighs less than the state
+        w.patch("blob", [{"op": "add", "path": ["blob"], "value": "x" * 20_000}])
+        for i in range(1, 300):
             w.patch(i, [{"op": "replace", "path": ["n"], "value": i},
                         {"op": "add", "path": [f"k{i % 7}"], "value": [i]}])
         while w.version != 300:

@@ -188,7 +188,9 @@ class Watcher:
     every version (``WsClient`` asserts there is no gap)."""
 
     def __init__(self, server: ServerProcess) -> None:
-        self.client = WsClient(server.ws_url(f"/ws/{DOC}"))
+        # no keepalive pings: they draw from the global `random` in a background thread, which
+        # Hypothesis reports as a strategy depending on external state
+        self.client = WsClient(server.ws_url(f"/ws/{DOC}"), ping_interval=None)
         self.client.expect("snapshot")
         self.client.until(lambda m: m["type"] == "synced")
         self.target: int | None = None
@@ -701,7 +703,8 @@ def test_hypothesis_frames(server_factory: ServerFactory, tmp_path: Path,
 
     def run_frames(fmt: str, frames: list[str | bytes]) -> None:
         ledger = Ledger(fmt)
-        with sync_connect(server.ws_url(f"/ws/{DOC}?format={fmt}"), max_size=None) as ws:
+        with sync_connect(server.ws_url(f"/ws/{DOC}?format={fmt}"), max_size=None,
+                          ping_interval=None) as ws:
             while ledger.kinds["synced"] == 0:
                 for message in messages_of(ws.recv(timeout=10)):
                     ledger.take(message)

@@ -386,3 +386,45 @@ def test_a_stale_lesson_client_is_repaired_by_the_snapshot_frame(
     assert repaired["gifts"] == state["gifts"] and len(state["gifts"]) == 3
     assert repaired["currentUser"]["id"] == FOX and len(repaired["users"]) == 32
     assert get_state(server) == (state, etag), "the rejected frame changed the document"
+
+
+def test_lesson_undo_sends_inverse_patches_as_a_head_applied_batch(server: ServerProcess) -> None:
+    """The course's undo (immer-gifts lessons 19/20) sends a change's ``inversePatches`` as a bare
+    array: a batch without ``base``, applied at the head like any lesson batch, also after
+    another client's change; protocol-1 clients receive it as a ``patch``."""
+    gifts = [{"id": "a"}, {"id": "b", "reservedBy": 1}, {"id": "c"}]
+    with connect(server.ws_url("/ws")) as ws, connect(server.ws_url("/")) as lesson:
+        p1 = Protocol1(ws)
+        assert p1.sync() == 0
+        assert expect_frame(lesson) == []
+        lesson.send(json.dumps([{"op": "add", "path": ["gifts"], "value": gifts}]))
+        assert p1.next()["version"] == 1
+
+        # the lesson app adds a gift; Immer 9 gives the inverse of an append as a `length` replace
+        kite = {"id": "kite", "description": "Kite"}
+        lesson.send(json.dumps([{"op": "add", "path": ["gifts", 3], "value": kite}]))
+        inverse_add = [{"op": "replace", "path": ["gifts", "length"], "value": 3}]
+        # it frees gift b: `reservedBy = undefined` (a valueless replace), inverse: the old value
+        lesson.send(json.dumps([{"op": "replace", "path": ["gifts", 1, "reservedBy"]}]))
+        inverse_free = [{"op": "replace", "path": ["gifts", 1, "reservedBy"], "value": 1}]
+        assert [p1.next()["version"], p1.next()["version"]] == [2, 3]
+
+        # someone else reserves gift c meanwhile
+        reserve_c = [{"op": "add", "path": ["gifts", 2, "reservedBy"], "value": 7}]
+        p1.send({"type": "patch", "id": "other", "base": 3, "patches": reserve_c})
+        assert p1.next() == {"type": "ack", "id": "other", "version": 4}
+        assert expect_frame(lesson) == reserve_c
+
+        # undo, undo: the inverse patches, newest first, each a bare array
+        lesson.send(json.dumps(inverse_free))
+        lesson.send(json.dumps(inverse_add))
+        assert [p1.next()["version"], p1.next()["version"]] == [5, 6]
+        state, etag = get_state(server)
+        assert etag == '"6"'
+        undone = [{"id": "a"}, {"id": "b", "reservedBy": 1}, {"id": "c", "reservedBy": 7}]
+        assert state == {"gifts": undone}
+
+        # redo: the original patches again
+        lesson.send(json.dumps([{"op": "add", "path": ["gifts", 3], "value": kite}]))
+        assert p1.next()["version"] == 7
+        assert get_state(server)[0]["gifts"][3] == kite

@@ -429,3 +429,17 @@ def test_any_frame_is_accepted_or_refused_with_a_code(case: tuple[str, Any], les
     again = Document(orjson.loads(old))
     again.apply(parse_immer(deep(applied.immer), Limits()))
     assert canon(again.state) == canon(new)
+
+
+def test_integers_beyond_64_bits_are_read_as_floats_as_json_parse_does() -> None:
+    big = "1" + "0" * 25  # 10**25: no 64-bit integer holds it
+    text = f'{{"type":"patch","id":1,"patches":[{{"op":"add","path":["n"],"value":{big}}}]}}'
+    request = parse_frame(text, "immer", LIMITS)
+    value = request.ops[0].value
+    assert isinstance(value, float) and value == 1e25  # what JSON.parse gives a browser
+    doc = Document({})
+    doc.apply(request.ops)
+    assert orjson.dumps(doc.state) == b'{"n":1e+25}'  # JSON.stringify writes 1e+25 too
+    # within 64 bits an integer is kept exact
+    exact = parse_frame(text.replace(big, str(2**64 - 1)), "immer", LIMITS).ops[0].value
+    assert exact == 2**64 - 1 and isinstance(exact, int)

@@ -119,23 +119,29 @@ def test_ack_and_rejects(server: ServerProcess) -> None:
         assert httpx.get(f"{server.url}/docs/r/state").headers["etag"] == '"1"'
 
 
-def test_stale_base_conflicts_and_disjoint_base_applies(server: ServerProcess) -> None:
+def test_stale_base_is_rebased_and_a_true_overlap_conflicts(server: ServerProcess) -> None:
     with joined(server, "/ws/base") as a, joined(server, "/ws/base") as b:
         a.patch(1, [{"op": "replace", "path": [], "value": {"gifts": [{"n": 0}, {"n": 1}],
                                                            "title": "x"}}])
         a.expect("ack")
         b.until(lambda m: m["type"] == "patch")
         a.patch(2, [{"op": "add", "path": ["gifts", 0], "value": {"n": -1}}], base=1)
-        assert a.expect("ack")["version"] == 2
-        # b made its change at version 1: gifts shifted at index 0 <= 1, so it must not apply
+        assert a.expect("ack") == {"type": "ack", "id": 2, "version": 2}  # as sent: no patches
+        # b made its change at version 1, before the insert at index 0: it is moved to index 2,
+        # and b's ack says so, since what was applied differs from what b sent
         b.patch("b1", [{"op": "replace", "path": ["gifts", 1, "n"], "value": 99}], base=1)
+        ack = b.until(lambda m: m["type"] == "ack")
+        assert ack == {"type": "ack", "id": "b1", "version": 3,
+                       "patches": [{"op": "replace", "path": ["gifts", 2, "n"], "value": 99}]}
+        assert a.until(lambda m: m["type"] == "patch")["patches"] == ack["patches"]
+        # both write the same member at version 3: the later one conflicts
+        a.patch(3, [{"op": "replace", "path": ["title"], "value": "a"}], base=3)
+        assert a.expect("ack")["version"] == 4
+        b.patch("b2", [{"op": "replace", "path": ["title"], "value": "b"}], base=3)
         rej = b.until(lambda m: m["type"] == "reject")
-        assert rej["error"]["code"] == "conflict" and rej["version"] == 2
-        # a disjoint path with the same stale base applies
-        b.patch("b2", [{"op": "replace", "path": ["title"], "value": "y"}], base=1)
-        assert b.until(lambda m: m["type"] == "ack")["version"] == 3
-        assert state_of(server, "base") == {"gifts": [{"n": -1}, {"n": 0}, {"n": 1}],
-                                            "title": "y"}
+        assert rej["error"]["code"] == "conflict" and rej["version"] == 4
+        assert state_of(server, "base") == {"gifts": [{"n": -1}, {"n": 0}, {"n": 99}],
+                                            "title": "a"}
 
 
 def test_sender_gets_ack_not_its_own_patch_and_others_get_the_patch(

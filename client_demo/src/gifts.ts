@@ -10,8 +10,8 @@ export interface Gift {
   readonly description: string
   /** Image URL; empty for none. */
   readonly image: string
-  /** Id of the user who reserved it; absent when free. */
-  readonly reservedBy?: number
+  /** Id of the user who reserved it; absent (or null, as a gift added over HTTP may have) when free. */
+  readonly reservedBy?: number | null
 }
 
 /** The shared document. `gifts` is absent on a server started without an initial state. */
@@ -32,8 +32,16 @@ export function toggleReservation(giftId: string, userId: number): Recipe<GiftLi
   return (draft) => {
     const gift = draft.gifts?.find((candidate) => candidate.id === giftId)
     if (!gift) return
-    if (gift.reservedBy === undefined) gift.reservedBy = userId
+    if (gift.reservedBy == null) gift.reservedBy = userId
     else if (gift.reservedBy === userId) delete gift.reservedBy
+  }
+}
+
+/** Removes the gift with id `giftId`, wherever it is by then (a no-op if it is already gone). */
+export function removeGift(giftId: string): Recipe<GiftList> {
+  return (draft) => {
+    const index = draft.gifts?.findIndex((candidate) => candidate.id === giftId) ?? -1
+    if (index >= 0) draft.gifts?.splice(index, 1)
   }
 }
 

@@ -19,6 +19,14 @@ describe("parseFrame", () => {
     ])
   })
 
+  it("reads the applied patches of an ack when the server sends them", () => {
+    const patches = [{ op: "add", path: ["items", 1], value: "x" }]
+    expect(parseFrame(JSON.stringify({ type: "ack", id: "4", version: 9, patches }))).toEqual([
+      { type: "ack", id: "4", version: 9, patches },
+    ])
+    expect(parseFrame('{"type":"ack","id":"4","version":9}')[0]).not.toHaveProperty("patches")
+  })
+
   it("keeps a snapshot's state and epoch as sent", () => {
     expect(parseFrame('{"type":"snapshot","doc":"d","version":0,"epoch":"x1","state":null}')).toEqual([
       { type: "snapshot", version: 0, epoch: "x1", state: null },
@@ -38,6 +46,8 @@ describe("parseFrame", () => {
     ["an ack without id", '{"type":"ack","version":1}'],
     ["a bad op", '{"type":"patch","version":1,"patches":[{"op":"move","path":[]}]}'],
     ["a bad path", '{"type":"patch","version":1,"patches":[{"op":"add","path":"/a","value":1}]}'],
+    ["an ack with bad patches", '{"type":"ack","id":"1","version":1,"patches":[{"op":"test","path":[]}]}'],
+    ["an ack with patches that are not a list", '{"type":"ack","id":"1","version":1,"patches":{}}'],
     ["a snapshot without state", '{"type":"snapshot","version":1,"epoch":"e"}'],
     ["an error without code", '{"type":"error","error":{"message":"?"}}'],
   ])("rejects %s with a protocol error", (_, frame) => {

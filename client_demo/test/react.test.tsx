@@ -3,7 +3,7 @@ import { act, cleanup, fireEvent, render, renderHook, screen } from "@testing-li
 import { StrictMode } from "react"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import type { SyncError } from "../src/lib/errors"
-import { useSharedState, useSocket } from "../src/lib/react"
+import { useSharedState, useSocket, useUndo } from "../src/lib/react"
 import { FakeSocket } from "./fakeSocket"
 
 interface Doc {
@@ -125,6 +125,46 @@ describe("useSharedState", () => {
     )
     expect(onError).toHaveBeenCalledWith(expect.objectContaining({ code: "too_large" }))
     expect(screen.getByRole("status").textContent).toBe("synced v1 count=0")
+  })
+})
+
+function UndoButtons({ url }: { url: string }) {
+  const { undo, redo, canUndo, canRedo } = useUndo("doc", { url })
+  return (
+    <>
+      <button disabled={!canUndo} onClick={undo}>
+        undo
+      </button>
+      <button disabled={!canRedo} onClick={redo}>
+        redo
+      </button>
+    </>
+  )
+}
+
+describe("useUndo", () => {
+  it("undoes and redoes the page's changes on the shared client and re-renders the buttons", () => {
+    const url = freshUrl()
+    render(
+      <StrictMode>
+        <Counter url={url} />
+        <UndoButtons url={url} />
+      </StrictMode>,
+    )
+    const socket = only()
+    serve(socket)
+    const button = (name: string) => screen.getByText(name) as HTMLButtonElement
+    expect([button("undo").disabled, button("redo").disabled]).toEqual([true, true])
+    fireEvent.click(screen.getByText("increment"))
+    expect(button("undo").disabled).toBe(false)
+    fireEvent.click(button("undo")) // the change is in flight: reverted by a new change
+    expect(screen.getByRole("status").textContent).toBe("syncing v1 count=0")
+    expect([button("undo").disabled, button("redo").disabled]).toEqual([true, false])
+    act(() => socket.deliver({ type: "ack", id: "1", version: 2 }))
+    expect(socket.sent.map((sent) => sent.id)).toEqual(["1", "2"])
+    fireEvent.click(button("redo"))
+    expect(screen.getByRole("status").textContent).toBe("syncing v2 count=1")
+    expect([button("undo").disabled, button("redo").disabled]).toEqual([false, true])
   })
 })
 

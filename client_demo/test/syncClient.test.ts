@@ -50,6 +50,12 @@ function setup(options: Partial<SyncClientOptions> = {}) {
 
 type Harness = ReturnType<typeof setup>
 
+/** The snapshot without the undo flags (see undo.test.ts for those). */
+function view(h: Harness) {
+  const { state, version, status } = h.client.getSnapshot()
+  return { state, version, status }
+}
+
 /** Connects and plays a fresh connection: snapshot at `version`, then synced. */
 function connectSynced(h: Harness, state: Doc = START, version = 3, epoch = "e1"): FakeSocket {
   h.client.connect()
@@ -150,7 +156,7 @@ describe("remote patches", () => {
       { type: "patch", version: 5, patches: [{ op: "add", path: ["owner"], value: "x" }] },
       { type: "synced", version: 5 },
     )
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b"], counter: 1, owner: "x" },
       version: 5,
       status: "synced",
@@ -217,7 +223,7 @@ describe("local changes", () => {
     h.client.update(increment)
     const shown = h.client.state
     socket.deliver({ type: "ack", id: "1", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
     expect(h.client.state).toBe(shown)
   })
 
@@ -257,7 +263,7 @@ describe("local changes", () => {
       patches: [{ op: "add", path: ["items", 2], value: "c" }],
     })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b", "c"], counter: 1 },
       version: 5,
       status: "synced",
@@ -279,7 +285,7 @@ describe("local changes", () => {
     h.client.update(increment)
     socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "x" }] })
     socket.deliver({ type: "ack", id: "1", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b"], counter: 1, owner: "x" },
       version: 5,
       status: "synced",
@@ -298,7 +304,7 @@ describe("local changes", () => {
     expect(h.errors.map((error) => error.code)).toEqual(["recipe_failed"])
     socket.deliver({ type: "ack", id: "1", version: 5 })
     expect(socket.sent).toHaveLength(1)
-    expect(h.client.getSnapshot()).toEqual({ state: { items: ["a"], counter: 1 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { items: ["a"], counter: 1 }, version: 5, status: "synced" })
   })
 
   it("resyncs on an ack for a version it cannot account for", () => {
@@ -325,7 +331,7 @@ describe("rejects", () => {
     expect(h.client.state).toEqual({ items: ["a", "b", "c"], counter: 0 })
     expect(socket.sent[1]).toMatchObject({ id: "2", base: 3 })
     socket.deliver({ type: "ack", id: "2", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({
+    expect(view(h)).toEqual({
       state: { items: ["a", "b", "c"], counter: 0 },
       version: 4,
       status: "synced",
@@ -345,24 +351,82 @@ describe("rejects", () => {
       patches: [{ op: "replace", path: ["counter"], value: 11 }],
     })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 11 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 11 }, version: 5, status: "synced" })
     expect(h.errors).toEqual([])
   })
 
-  it("gives up on a change after the conflict retries run out", () => {
-    const h = setup({ maxConflictRetries: 5 })
+  it("retries conflicts without a cap, waiting a growing, jittered delay from the second in a row", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.999) // the longest waits: just under each ceiling
+    const h = setup()
     const socket = connectSynced(h)
     h.client.update(increment)
-    for (let attempt = 0; attempt < 6; attempt++) {
+    const conflict = () => {
       const { id } = socket.sent[socket.sent.length - 1]!
       socket.deliver({ type: "reject", id, version: 3, error: { code: "conflict", message: "stale" } })
     }
-    expect(socket.sent.map((message) => message.id)).toEqual(["1", "2", "3", "4", "5", "6"])
-    expect(h.errors.map((error) => error.code)).toEqual(["conflict"])
-    expect(h.client.getSnapshot()).toEqual({ state: START, version: 3, status: "synced" })
+    conflict() // the first conflict: resent at once
+    expect(socket.sent).toHaveLength(2)
+    const ceilings = [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000]
+    for (const [index, ceiling] of ceilings.entries()) {
+      conflict()
+      expect(socket.sent).toHaveLength(index + 2)
+      vi.advanceTimersByTime(Math.floor(ceiling * 0.999) - 1)
+      expect(socket.sent).toHaveLength(index + 2)
+      expect(h.client.status).toBe("syncing")
+      vi.advanceTimersByTime(1)
+      expect(socket.sent).toHaveLength(index + 3)
+    }
+    const last = socket.sent[socket.sent.length - 1]!
+    expect(last).toEqual({
+      type: "patch",
+      id: String(socket.sent.length),
+      base: 3,
+      patches: [{ op: "replace", path: ["counter"], value: 1 }],
+    })
+    socket.deliver({ type: "ack", id: last.id, version: 4 })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(h.errors).toEqual([])
   })
 
-  it("drops a conflicting change silently when it no longer changes anything", () => {
+  it("keeps the changes queued behind a waiting retry, and rebases it on what arrives meanwhile", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.5)
+    const h = setup({ conflictBackoff: { initialMs: 1000, maxMs: 1000 } })
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    for (const id of ["1", "2"]) {
+      socket.deliver({ type: "reject", id, version: 3, error: { code: "conflict", message: "stale" } })
+    }
+    h.client.update(push("c"))
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "replace", path: ["counter"], value: 10 }] })
+    vi.advanceTimersByTime(499)
+    expect(socket.sent).toHaveLength(2)
+    vi.advanceTimersByTime(1)
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "3",
+      base: 4,
+      patches: [{ op: "replace", path: ["counter"], value: 11 }],
+    })
+    socket.deliver({ type: "ack", id: "3", version: 5 })
+    expect(socket.sent[3]).toMatchObject({ id: "4", base: 5 })
+  })
+
+  it("forgets a waiting retry when the connection drops, and resends after the catch-up", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.5)
+    const h = setup({ conflictBackoff: { initialMs: 60_000, maxMs: 60_000 } })
+    connectSynced(h)
+    h.client.update(increment)
+    for (const id of ["1", "2"]) {
+      h.last().deliver({ type: "reject", id, version: 3, error: { code: "conflict", message: "stale" } })
+    }
+    const socket = reconnect(h)
+    socket.deliver({ type: "synced", version: 3 })
+    expect(socket.sent).toEqual([
+      { type: "patch", id: "3", base: 3, patches: [{ op: "replace", path: ["counter"], value: 1 }] },
+    ])
+  })
+
+  it("drops a conflicting change that no longer changes anything, and reports it as superseded", () => {
     const h = setup()
     const socket = connectSynced(h)
     h.client.update((draft) => {
@@ -371,8 +435,176 @@ describe("rejects", () => {
     socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "them" }] })
     socket.deliver({ type: "reject", id: "1", version: 4, error: { code: "conflict", message: "stale" } })
     expect(socket.sent).toHaveLength(1)
-    expect(h.errors).toEqual([])
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "them" }, version: 4, status: "synced" })
+    expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
+    expect(view(h)).toEqual({ state: { ...START, owner: "them" }, version: 4, status: "synced" })
+  })
+
+  it("drops a queued change that a remote change made moot, and reports it as superseded", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.update((draft) => {
+      draft.owner ??= "me"
+    })
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "them" }] })
+    expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
+    socket.deliver({ type: "ack", id: "1", version: 5 })
+    expect(socket.sent).toHaveLength(1)
+    expect(view(h)).toEqual({
+      state: { ...START, counter: 1, owner: "them" },
+      version: 5,
+      status: "synced",
+    })
+  })
+
+  it.each(["invalid", "forbidden", "too_large", "rate_limited", "unavailable"])(
+    "drops a change rejected as %s and reports it with that code",
+    (code) => {
+      const h = setup()
+      const socket = connectSynced(h)
+      h.client.update(increment)
+      socket.deliver({ type: "reject", id: "1", version: 3, error: { code, message: "no" } })
+      expect(h.errors.map((error) => [error.code, error.message])).toEqual([[code, "no"]])
+      expect(socket.sent).toHaveLength(1)
+      expect(view(h)).toEqual({ state: START, version: 3, status: "synced" })
+    },
+  )
+
+  it("never drops a change without a report", () => {
+    // Random interleavings of local changes, remote changes and answers of every kind: each
+    // change made ends up acknowledged or reported, exactly once.
+    vi.spyOn(Math, "random").mockReturnValue(0.5)
+    let seed = 7
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed / 2 ** 31
+    }
+    const seen = { acked: 0, superseded: 0, invalid: 0 }
+    for (let round = 0; round < 30; round++) {
+      const h = setup()
+      const socket = connectSynced(h, { items: [], counter: 0 })
+      let version = 3
+      let made = 0
+      let acked = 0
+      for (let step = 0; step < 60; step++) {
+        const roll = random()
+        if (roll < 0.3) {
+          const item = `x${made}`
+          const before = h.client.state
+          h.client.update((draft) => {
+            if (!draft.items.includes("stop")) draft.items.push(item)
+          })
+          if (h.client.state !== before) made += 1
+        } else if (roll < 0.4) {
+          version += 1
+          socket.deliver({ type: "patch", version, patches: [{ op: "add", path: ["items", "-"], value: "stop" }] })
+          version += 1
+          socket.deliver({ type: "patch", version, patches: [{ op: "replace", path: ["items"], value: [] }] })
+        } else if (roll < 0.55) {
+          version += 1
+          socket.deliver({ type: "patch", version, patches: [{ op: "replace", path: ["counter"], value: version }] })
+        } else {
+          vi.advanceTimersByTime(2000)
+          const waiting = socket.sent.length
+          const head = socket.sent[waiting - 1]
+          if (!head || h.client.status === "synced") continue
+          const answer = random()
+          if (answer < 0.4) {
+            version += 1
+            socket.deliver({ type: "ack", id: head.id, version })
+            acked += 1
+          } else if (answer < 0.8) {
+            socket.deliver({ type: "reject", id: head.id, version, error: { code: "conflict", message: "" } })
+          } else {
+            socket.deliver({ type: "reject", id: head.id, version, error: { code: "invalid", message: "" } })
+          }
+        }
+      }
+      for (let drain = 0; drain < 100 && h.client.status !== "synced"; drain++) {
+        vi.advanceTimersByTime(2000)
+        const head = socket.sent[socket.sent.length - 1]!
+        version += 1
+        socket.deliver({ type: "ack", id: head.id, version })
+        acked += 1
+      }
+      expect(h.client.status).toBe("synced")
+      expect(h.errors.every((error) => ["superseded", "invalid"].includes(error.code))).toBe(true)
+      expect(acked + h.errors.length).toBe(made)
+      seen.acked += acked
+      for (const error of h.errors) seen[error.code as "superseded" | "invalid"] += 1
+    }
+    expect(Math.min(seen.acked, seen.superseded, seen.invalid)).toBeGreaterThan(10)
+  })
+})
+
+describe("acks carrying the applied patches", () => {
+  it("confirms what the server applied instead of what was sent", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(push("mine"))
+    h.client.update(increment)
+    expect(socket.sent[0]!.patches).toEqual([{ op: "add", path: ["items", 2], value: "mine" }])
+    // The server rebased the stale batch over an insert it had committed first: ours landed after it.
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["items", 0], value: "first" }] })
+    socket.deliver({
+      type: "ack",
+      id: "1",
+      version: 5,
+      patches: [{ op: "add", path: ["items", 1], value: "mine" }],
+    })
+    expect(h.client.state).toEqual({ items: ["first", "mine", "a", "b"], counter: 1 })
+    expect(h.client.version).toBe(5)
+    // The next change was rebased on the server's state: it goes out against version 5.
+    expect(socket.sent[1]).toEqual({
+      type: "patch",
+      id: "2",
+      base: 5,
+      patches: [{ op: "replace", path: ["counter"], value: 1 }],
+    })
+    socket.deliver({ type: "ack", id: "2", version: 6 })
+    expect(view(h)).toEqual({
+      state: { items: ["first", "mine", "a", "b"], counter: 1 },
+      version: 6,
+      status: "synced",
+    })
+  })
+
+  it("takes the server's patches even when nothing arrived in between (normalisation)", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update((draft) => {
+      draft.items[1] = "B"
+    })
+    socket.deliver({
+      type: "ack",
+      id: "1",
+      version: 4,
+      patches: [{ op: "replace", path: ["items", 1], value: "normalised" }],
+    })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "normalised"], counter: 0 },
+      version: 4,
+      status: "synced",
+    })
+  })
+
+  it("resyncs when the server's patches do not apply to its confirmed state", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    socket.deliver({ type: "ack", id: "1", version: 4, patches: [{ op: "add", path: ["missing", "x"], value: 1 }] })
+    expect(socket.readyState).toBe(FakeSocket.CLOSED)
+  })
+
+  it("ignores the patches of an ack for a version it already holds", () => {
+    const h = setup()
+    connectSynced(h)
+    h.client.update(increment)
+    const socket = reconnect(h)
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "replace", path: ["counter"], value: 1 }] })
+    socket.deliver({ type: "synced", version: 4 })
+    socket.deliver({ type: "ack", id: "1", version: 4, patches: [{ op: "replace", path: ["counter"], value: 1 }] })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
   })
 })
 
@@ -427,7 +659,7 @@ describe("reconnecting", () => {
     socket.deliver({ type: "ack", id: "1", version: 4 })
     expect(socket.sent[1]).toMatchObject({ id: "2", base: 4 })
     socket.deliver({ type: "ack", id: "2", version: 5 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "me", counter: 1 }, version: 5, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, owner: "me", counter: 1 }, version: 5, status: "synced" })
   })
 
   it("lets the server deduplicate a change that was committed before the connection died", () => {
@@ -443,7 +675,7 @@ describe("reconnecting", () => {
     ])
     // The server recognises (client, "1") and answers with the original ack instead of applying it.
     socket.deliver({ type: "ack", id: "1", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, owner: "me" }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, owner: "me" }, version: 4, status: "synced" })
     expect(socket.sent).toHaveLength(1)
   })
 
@@ -454,7 +686,7 @@ describe("reconnecting", () => {
     const socket = reconnect(h)
     socket.deliver({ type: "ack", id: "1", version: 4 }, { type: "synced", version: 4 })
     expect(socket.sent).toEqual([])
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 4, status: "synced" })
   })
 
   it("keeps the original ids after a snapshot of the same epoch", () => {
@@ -490,7 +722,7 @@ describe("reconnecting", () => {
       patches: [{ op: "replace", path: ["counter"], value: 41 }],
     })
     socket.deliver({ type: "ack", id: "4", version: 4 })
-    expect(h.client.getSnapshot()).toEqual({ state: { items: ["x", "mine"], counter: 41 }, version: 4, status: "synced" })
+    expect(view(h)).toEqual({ state: { items: ["x", "mine"], counter: 41 }, version: 4, status: "synced" })
   })
 
   it("stops reconnecting on disconnect() and resumes on connect()", () => {
@@ -501,7 +733,7 @@ describe("reconnecting", () => {
     expect(socket.readyState).toBe(FakeSocket.CLOSED)
     vi.advanceTimersByTime(LONGEST_DELAY)
     expect(h.sockets).toHaveLength(1)
-    expect(h.client.getSnapshot()).toEqual({ state: { ...START, counter: 1 }, version: 3, status: "offline" })
+    expect(view(h)).toEqual({ state: { ...START, counter: 1 }, version: 3, status: "offline" })
     h.client.connect()
     expect(h.last().params.get("since")).toBe("3")
     h.last().accept()

@@ -6,10 +6,11 @@ interface Props {
   readonly gift: Gift
   readonly userId: number
   readonly onToggle: (giftId: string) => void
+  readonly onRemove: (giftId: string) => void
 }
 
-export const GiftItem = memo(function GiftItem({ gift, userId, onToggle }: Props) {
-  const reservedBy = gift.reservedBy
+export const GiftItem = memo(function GiftItem({ gift, userId, onToggle, onRemove }: Props) {
+  const reservedBy = gift.reservedBy ?? undefined // null (over HTTP) is free too
   const mine = reservedBy === userId
   const takenByOther = reservedBy !== undefined && !mine
   const reservation =
@@ -33,6 +34,15 @@ export const GiftItem = memo(function GiftItem({ gift, userId, onToggle }: Props
         onClick={() => onToggle(gift.id)}
       >
         {mine ? "Unreserve" : takenByOther ? userName(reservedBy) : "Reserve"}
+      </button>
+      <button
+        data-testid="remove-gift"
+        className="remove"
+        aria-label={`Remove ${gift.description}`}
+        title="Remove"
+        onClick={() => onRemove(gift.id)}
+      >
+        ✕
       </button>
     </li>
   )

@@ -20,3 +20,20 @@ export function backoffDelay(
   const ceiling = Math.min(options.maxMs, options.initialMs * 2 ** attempt)
   return ceiling / 2 + (random() * ceiling) / 2
 }
+
+/** Ceiling of the first wait after repeated conflicts, and the largest, in milliseconds. */
+export const CONFLICT_BACKOFF: BackoffOptions = { initialMs: 50, maxMs: 2_000 }
+
+/**
+ * Wait before resending a change that met its `conflicts`-th conflict in a row: none after the
+ * first (a plain re-run usually wins), then a random delay ("full jitter") under a ceiling that
+ * doubles per conflict from `initialMs` up to `maxMs`, so clients racing for the same data spread out.
+ */
+export function conflictDelay(
+  conflicts: number,
+  options: BackoffOptions = CONFLICT_BACKOFF,
+  random: () => number = Math.random,
+): number {
+  if (conflicts < 2) return 0
+  return random() * Math.min(options.maxMs, options.initialMs * 2 ** (conflicts - 2))
+}

@@ -20,7 +20,13 @@ export type ServerMessage =
   | { readonly type: "snapshot"; readonly version: number; readonly state: unknown; readonly epoch: Epoch }
   | { readonly type: "patch"; readonly version: number; readonly patches: Patch[] }
   | { readonly type: "synced"; readonly version: number }
-  | { readonly type: "ack"; readonly id: string; readonly version: number }
+  | {
+      readonly type: "ack"
+      readonly id: string
+      readonly version: number
+      /** What the server applied, when it differs from what was sent (a rebased or normalised batch). */
+      readonly patches?: Patch[]
+    }
   | { readonly type: "reject"; readonly id: string; readonly version: number; readonly error: ErrorBody }
   | { readonly type: "error"; readonly error: ErrorBody }
 
@@ -57,12 +63,14 @@ function parseMessage(item: unknown): ServerMessage | undefined {
       if (!("state" in item) || !isEpoch(item.epoch)) throw malformed("a bad snapshot")
       return { type: "snapshot", version: version(item), state: item.state, epoch: item.epoch }
     case "patch":
-      if (!Array.isArray(item.patches) || !item.patches.every(isPatch)) throw malformed("bad patches")
-      return { type: "patch", version: version(item), patches: item.patches }
+      return { type: "patch", version: version(item), patches: patches(item) }
     case "synced":
       return { type: "synced", version: version(item) }
-    case "ack":
-      return { type: "ack", id: changeId(item), version: version(item) }
+    case "ack": {
+      const ack = { type: "ack", id: changeId(item), version: version(item) } as const
+      if (item.patches === undefined) return ack
+      return { ...ack, patches: patches(item) }
+    }
     case "reject":
       return { type: "reject", id: changeId(item), version: version(item), error: errorBody(item) }
     case "error":
@@ -77,6 +85,12 @@ function version(item: Record<string, unknown>): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
     throw malformed(`a ${String(item.type)} message with a bad version`)
   }
+  return value
+}
+
+function patches(item: Record<string, unknown>): Patch[] {
+  const value = item.patches
+  if (!Array.isArray(value) || !value.every(isPatch)) throw malformed(`a ${String(item.type)} message with bad patches`)
   return value
 }
 

@@ -1,5 +1,6 @@
 /**
- * React bindings: `useSharedState` over the sync client, and `useSocket`, a drop-in for the
+ * React bindings: `useSharedState` over the sync client, `useUndo` for its undo and redo, and
+ * `useSocket`, a drop-in for the
  * hand-rolled hook of the Immer course (immer-gifts, lesson 15) for apps that migrate step by step.
  */
 import { useCallback, useEffect, useRef, useSyncExternalStore } from "react"
@@ -7,7 +8,7 @@ import type { RefObject } from "react"
 import { backoffDelay } from "./backoff"
 import type { SyncError } from "./errors"
 import { retainSharedClient, sharedClient } from "./sharedClients"
-import type { Recipe, Status } from "./syncClient"
+import type { Recipe, Status, UpdateOptions } from "./syncClient"
 
 export interface SharedStateOptions {
   /** Base WebSocket URL of the server. Default: the page's own origin, `ws(s)://{location.host}`. */
@@ -18,7 +19,7 @@ export interface SharedStateOptions {
 
 export type SharedState<T> = readonly [
   state: T | undefined,
-  update: (recipe: Recipe<T>) => void,
+  update: (recipe: Recipe<T>, options?: UpdateOptions) => void,
   status: Status,
   version: number | undefined,
 ]
@@ -41,8 +42,41 @@ export function useSharedState<T>(doc = "default", options: SharedStateOptions =
   }, [client, listensForErrors, onError])
 
   const snapshot = useSyncExternalStore(client.subscribe, client.getSnapshot)
-  const update = useCallback((recipe: Recipe<T>) => client.update(recipe), [client])
+  const update = useCallback(
+    (recipe: Recipe<T>, options?: UpdateOptions) => client.update(recipe, options),
+    [client],
+  )
   return [snapshot.state, update, snapshot.status, snapshot.version]
+}
+
+export interface Undo {
+  /** Undoes this page's latest undo step (see `SyncClient.undo`); true if one was undone. */
+  readonly undo: () => boolean
+  readonly redo: () => boolean
+  readonly canUndo: boolean
+  readonly canRedo: boolean
+  /** Every change made inside `fn` forms one undo step. */
+  readonly batch: <R>(fn: () => R) => R
+  /** The next change starts a new undo step. */
+  readonly stopCapturing: () => void
+}
+
+/**
+ * Undo and redo of this page's own changes to the shared document `doc` (the same client as
+ * `useSharedState(doc, { url })`); re-renders when `canUndo` or `canRedo` change. Skipped steps
+ * are reported to the `onError` of `useSharedState` with code `undo_skipped` / `redo_skipped`.
+ */
+export function useUndo(doc = "default", options: Pick<SharedStateOptions, "url"> = {}): Undo {
+  const url = options.url ?? pageServerUrl()
+  const client = sharedClient<unknown>(url, doc)
+  useEffect(() => retainSharedClient(url, doc), [url, doc])
+  const canUndo = useSyncExternalStore(client.subscribe, () => client.getSnapshot().canUndo)
+  const canRedo = useSyncExternalStore(client.subscribe, () => client.getSnapshot().canRedo)
+  const undo = useCallback(() => client.undo(), [client])
+  const redo = useCallback(() => client.redo(), [client])
+  const batch = useCallback(<R,>(fn: () => R): R => client.batch(fn), [client])
+  const stopCapturing = useCallback(() => client.stopCapturing(), [client])
+  return { undo, redo, canUndo, canRedo, batch, stopCapturing }
 }
 
 /**

@@ -11,6 +11,7 @@
  */
 import { applyPatches, enablePatches, freeze, produceWithPatches } from "immer"
 import type { Draft, Objectish, Patch } from "immer"
+import { compactPatches } from "./compact"
 import { SyncError } from "./errors"
 import type { Epoch, ErrorBody, OutgoingPatch } from "./protocol"
 
@@ -22,15 +23,23 @@ enablePatches()
  */
 export type Recipe<T> = (draft: Draft<T>) => Draft<T> | void
 
-interface Change<T> {
+/**
+ * One local change. `before` and `after` are the states around its latest run (undo reads them):
+ * re-runs update them, and so does the server's confirmation; a dropped change is left with
+ * `after === before`.
+ */
+export interface Change<T> {
   /** Wire id; a new one for each conflict retry or server epoch, the same one for resends. */
   id: string
   readonly recipe: Recipe<T>
   /** Patches from the state before this change (confirmed + earlier pending) to `after`. */
   patches: Patch[]
+  before: T
   after: T
   /** The patches last sent under `id`: what the server commits if it accepts `id`. */
   sent?: Patch[]
+  /** `before` and `after` when first sent under `id`: its last run, if the server already had it. */
+  sentRun?: { readonly before: T; readonly after: T }
   conflicts: number
 }
 
@@ -77,11 +86,27 @@ export class Replica<T> {
     return last ? last.after : this.confirmed
   }
 
-  /** Runs `recipe` on the shown state; returns false (and records nothing) if it changed nothing. */
-  local(recipe: Recipe<T>): boolean {
-    const [after, patches] = produceWithPatches(this.shown, recipe)
-    if (patches.length === 0) return false
-    this.pending.push({ id: this.nextId(), recipe, patches, after, conflicts: 0 })
+  /** Runs `recipe` on the shown state; returns undefined (and records nothing) if it changed nothing. */
+  local(recipe: Recipe<T>): Change<T> | undefined {
+    const before = this.shown
+    const [after, produced] = produceWithPatches(before, recipe)
+    if (produced.length === 0) return undefined
+    const patches = compactPatches(before, produced) // array shifts as index operations
+    const change: Change<T> = { id: this.nextId(), recipe, patches, before, after, conflicts: 0 }
+    this.pending.push(change)
+    return change
+  }
+
+  /**
+   * Takes `changes` out of the queue, if every one of them is pending and not sent (a change in
+   * flight may already be committed); the rest are re-run without them. False if not possible.
+   */
+  withdraw(changes: readonly object[]): boolean {
+    const withdrawn = new Set(changes)
+    const queued = this.pending.filter((change) => withdrawn.has(change) && change.sent === undefined)
+    if (queued.length !== withdrawn.size) return false
+    this.pending = this.pending.filter((change) => !withdrawn.has(change))
+    this.rebase()
     return true
   }
 
@@ -112,12 +137,17 @@ export class Replica<T> {
     while (this.pending[0]?.patches.length === 0) this.pending.shift()
     const head = this.pending[0]
     if (!head) return undefined
+    if (head.sent === undefined) head.sentRun = { before: head.before, after: head.after }
     head.sent = head.patches
     return { id: head.id, base: this.confirmedVersion, patches: head.patches }
   }
 
-  /** The server committed change `id` as `version`. */
-  acknowledge(id: string, version: number): Outcome {
+  /**
+   * The server committed change `id` as `version`. `applied` is what it applied instead of the
+   * patches sent, when those differ (it rebased a stale batch or normalised it): the confirmed
+   * state at `version` is then the one the server holds, and the pending changes are re-run on it.
+   */
+  acknowledge(id: string, version: number, applied?: readonly Patch[]): Outcome {
     const head = this.pending[0]
     if (head?.id !== id || head.sent === undefined) {
       // Not ours (any more): harmless if we already hold that version, else we lack its patches.
@@ -125,48 +155,57 @@ export class Replica<T> {
     }
     if (version <= this.confirmedVersion) {
       // Already in the confirmed state: it came back as a patch or in a snapshot (a resend the
-      // server deduplicated after a reconnect).
+      // server deduplicated after a reconnect), as first sent: later re-runs ran on top of it.
       this.pending.shift()
+      if (head.sentRun) ({ before: head.before, after: head.after } = head.sentRun)
       this.rebase()
       return "settled"
     }
-    if (head.sent === head.patches && version === this.confirmedVersion + 1) {
+    if (applied === undefined && head.sent === head.patches && version === this.confirmedVersion + 1) {
       // The common case: nothing arrived in between, so the state we showed is the server's.
       this.pending.shift()
       this.confirmed = head.after
       this.confirmedVersion = version
       return "settled"
     }
-    if (!this.advance(version, head.sent)) return "gap"
+    const before = this.confirmed
+    if (!this.advance(version, applied ?? head.sent)) return "gap"
+    head.before = before
+    head.after = this.confirmed
     this.pending.shift()
     this.rebase()
     return "settled"
   }
 
-  /** The server refused change `id`: retry a conflict (bounded), drop anything else. */
-  reject(id: string, error: ErrorBody, maxConflictRetries: number): Outcome {
+  /**
+   * The server refused change `id`. A `conflict` is retried without limit: remote batches up to
+   * the server's version arrived before the reject, so the head was already re-run on the newest
+   * state and goes out again under a new id; if that re-run changes nothing, the change is
+   * dropped and reported as `superseded`. Any other code drops the change and reports it.
+   */
+  reject(id: string, error: ErrorBody): Outcome {
     const head = this.pending[0]
     if (head?.id !== id || head.sent === undefined) return "ignored"
-    // Remote batches up to the server's version arrived before the reject, so the head has
-    // already been re-run on the newest confirmed state.
-    if (error.code === "conflict" && head.patches.length === 0) {
-      this.pending.shift() // the change no longer changes anything: nothing to retry or report
-      return "settled"
-    }
-    if (error.code === "conflict" && head.conflicts < maxConflictRetries) {
+    if (error.code === "conflict" && head.patches.length > 0) {
       head.conflicts += 1
       head.id = this.nextId()
       head.sent = undefined
       return "retry"
     }
     this.pending.shift()
-    this.rebase()
-    const message =
-      error.code === "conflict"
-        ? `change dropped after ${maxConflictRetries} conflict retries: ${error.message}`
-        : error.message
-    this.report(new SyncError(error.code, message))
+    head.after = head.before // dropped: there is nothing of it to undo
+    if (error.code === "conflict") {
+      this.report(superseded(`re-run after a conflict (${error.message}), it changes nothing`))
+    } else {
+      this.rebase()
+      this.report(new SyncError(error.code, error.message))
+    }
     return "settled"
+  }
+
+  /** How many conflicts in a row the head change has met (0 for a fresh change). */
+  get headConflicts(): number {
+    return this.pending[0]?.conflicts ?? 0
   }
 
   private advance(version: number, patches: readonly Patch[]): boolean {
@@ -181,21 +220,35 @@ export class Replica<T> {
   }
 
   /**
-   * Re-runs every pending recipe on the confirmed state. A change that now does nothing is dropped,
-   * unless it was sent: the server may still answer for it, and the answer must find it.
+   * Re-runs every pending recipe on the confirmed state. A change that now does nothing is dropped
+   * (and reported as `superseded`), unless it was sent: the server may still answer for it, and
+   * the answer must find it.
    */
   private rebase(): void {
     let base = this.confirmed
+    const dropped: SyncError[] = []
     this.pending = this.pending.filter((change) => {
+      let failed = false
+      change.before = base
       try {
         ;[change.after, change.patches] = produceWithPatches(base, change.recipe)
+        change.patches = compactPatches(base, change.patches)
       } catch (cause) {
-        this.report(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
+        dropped.push(new SyncError("recipe_failed", "a pending change failed on newer state", { cause }))
         change.after = base
         change.patches = []
+        failed = true
       }
       base = change.after
-      return change.patches.length > 0 || change.sent !== undefined
+      if (change.patches.length > 0 || change.sent !== undefined) return true
+      if (!failed) dropped.push(superseded("re-run on newer state, it changes nothing"))
+      return false
     })
+    for (const error of dropped) this.report(error) // once consistent: a listener may call update()
   }
+}
+
+/** A change dropped because, re-run on newer state, it no longer changes anything. */
+function superseded(why: string): SyncError {
+  return new SyncError("superseded", `a change was dropped: ${why}`)
 }

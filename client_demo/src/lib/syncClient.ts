@@ -3,14 +3,17 @@
  *
  * It keeps an optimistic replica (see `replica.ts`) in step with the server over a WebSocket,
  * sends local changes one at a time, and reconnects with backoff, resuming from the version it
- * holds. Framework-agnostic: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`.
+ * holds. A change rejected as `conflict` is re-run and resent until it applies (with a growing,
+ * jittered wait from its second conflict in a row); it is dropped only when its re-run no longer
+ * changes anything (`superseded`) or the server refuses it for another reason, and every drop is
+ * reported through `onError`. Framework-agnostic: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`.
  *
  *     const client = new SyncClient<Gifts>({ url: "ws://127.0.0.1:8000", doc: "default" })
  *     client.subscribe(() => render(client.state, client.status))
  *     client.connect()
  *     client.update((draft) => { draft.gifts.push(gift) })   // from an event handler
  */
-import { DEFAULT_BACKOFF, backoffDelay } from "./backoff"
+import { CONFLICT_BACKOFF, DEFAULT_BACKOFF, backoffDelay, conflictDelay } from "./backoff"
 import type { BackoffOptions } from "./backoff"
 import { SyncError } from "./errors"
 import { encodePatch, parseFrame } from "./protocol"
@@ -18,8 +21,11 @@ import type { ServerMessage } from "./protocol"
 import { randomId } from "./randomId"
 import { Replica } from "./replica"
 import type { Outcome, Recipe } from "./replica"
+import { DEFAULT_UNDO, UndoHistory, inverted, revertRecipe } from "./undo"
+import type { RevertCount, UndoEntry, UndoOptions } from "./undo"
 
 export type { Recipe } from "./replica"
+export type { UndoOptions } from "./undo"
 
 /**
  * - `connecting`: no state yet, waiting for the first connection;
@@ -36,6 +42,14 @@ export interface SyncSnapshot<T> {
   /** The latest server version the client holds; undefined before the first snapshot. */
   readonly version: number | undefined
   readonly status: Status
+  /** Whether `undo()` / `redo()` have a step to try. */
+  readonly canUndo: boolean
+  readonly canRedo: boolean
+}
+
+export interface UpdateOptions {
+  /** False: the change is not recorded for undo (and does not clear the redo stack). Default true. */
+  readonly undoable?: boolean
 }
 
 /** The part of the browser's WebSocket the client uses. */
@@ -46,23 +60,41 @@ export interface SyncClientOptions {
   readonly url: string
   /** Document id, 1-128 characters of `[A-Za-z0-9._-]`. Default `default`. */
   readonly doc?: string
-  /** How many times a change rejected as `conflict` is re-run and resent before it is dropped. */
-  readonly maxConflictRetries?: number
+  /** Reconnect delays. Default: ceilings from 250 ms doubling to 10 s, half of each random. */
   readonly backoff?: BackoffOptions
-  readonly createSocket?: (url: string) => SocketLike
+  /**
+   * Waits before resending a change after its second and later conflicts in a row. Default:
+   * a random delay under a ceiling from 50 ms doubling to 2 s. A conflict is retried without limit.
+   */
+  readonly conflictBackoff?: BackoffOptions
+  /** Undo grouping, depth and the id member of array elements (defaults 500 ms, 100, `id`). */
+  readonly undo?: UndoOptions
+  /**
+   * Asks the app for an access token (e.g. a short-lived JWT from its backend), called before
+   * every connection and reconnection; sent as the WebSocket subprotocol `bearer.TOKEN`. A token
+   * that expires makes the server close the connection: the client reconnects with a fresh one and
+   * resends what was not acknowledged. If it throws, the error is reported and the client retries
+   * with backoff.
+   */
+  readonly getToken?: () => string | Promise<string>
+  readonly createSocket?: (url: string, protocols?: string[]) => SocketLike
 }
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,128}$/
-const DEFAULT_CONFLICT_RETRIES = 5
 
 export class SyncClient<T> {
   /** Sent as `client=`: the server deduplicates resent changes per (client, id). */
   readonly clientId = randomId()
   readonly doc: string
   private readonly url: string
-  private readonly maxConflictRetries: number
   private readonly backoff: BackoffOptions
-  private readonly createSocket: (url: string) => SocketLike
+  private readonly conflictBackoff: BackoffOptions
+  private readonly history: UndoHistory<T>
+  private readonly idField: string
+  private readonly createSocket: (url: string, protocols?: string[]) => SocketLike
+  private readonly getToken: (() => string | Promise<string>) | undefined
+  /** Counts connection attempts, so a token that arrives late for an abandoned one is dropped. */
+  private opening = 0
 
   private replica: Replica<T> | undefined
   private socket: SocketLike | undefined
@@ -74,8 +106,16 @@ export class SyncClient<T> {
   private fresh = false
   private attempt = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set while the head change waits out its conflict backoff before being resent. */
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
   private lastChangeId = 0
-  private snapshot: SyncSnapshot<T> = { state: undefined, version: undefined, status: "offline" }
+  private snapshot: SyncSnapshot<T> = {
+    state: undefined,
+    version: undefined,
+    status: "offline",
+    canUndo: false,
+    canRedo: false,
+  }
   private readonly listeners = new Set<() => void>()
   private readonly errorListeners = new Set<(error: SyncError) => void>()
 
@@ -84,9 +124,12 @@ export class SyncClient<T> {
     if (!DOC_ID.test(doc)) throw new TypeError(`invalid document id: ${JSON.stringify(doc)}`)
     this.doc = doc
     this.url = options.url.replace(/\/+$/, "")
-    this.maxConflictRetries = options.maxConflictRetries ?? DEFAULT_CONFLICT_RETRIES
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
-    this.createSocket = options.createSocket ?? ((url) => new WebSocket(url))
+    this.conflictBackoff = options.conflictBackoff ?? CONFLICT_BACKOFF
+    this.history = new UndoHistory<T>(options.undo)
+    this.idField = options.undo?.idField ?? DEFAULT_UNDO.idField
+    this.createSocket = options.createSocket ?? ((url, protocols) => new WebSocket(url, protocols))
+    this.getToken = options.getToken
   }
 
   get state(): T | undefined {
@@ -110,7 +153,10 @@ export class SyncClient<T> {
     }
   }
 
-  /** Errors: rejected changes, dropped changes, protocol problems. Logged if nobody listens. */
+  /**
+   * Errors: every dropped change (rejected for a reason other than `conflict`, `superseded`,
+   * `recipe_failed`) and protocol problems. Logged to the console if nobody listens.
+   */
   onError(listener: (error: SyncError) => void): () => void {
     this.errorListeners.add(listener)
     return () => {
@@ -130,6 +176,7 @@ export class SyncClient<T> {
   disconnect(): void {
     if (!this.wanted) return
     this.wanted = false
+    this.opening++
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.dropSocket()
@@ -141,16 +188,105 @@ export class SyncClient<T> {
    * is ready for them. Call it from event handlers, never during render or inside a React state
    * updater. The recipe may be re-run later on newer server state, so it must be pure.
    * Throws before the first snapshot (status `connecting`), since there is nothing to change yet.
+   * The change becomes (part of) an undo step unless `{ undoable: false }`.
    */
-  update(recipe: Recipe<T>): void {
+  update(recipe: Recipe<T>, options: UpdateOptions = {}): void {
     if (!this.replica) throw new Error("SyncClient.update() before the first snapshot arrived")
-    if (!this.replica.local(recipe)) return
+    const change = this.replica.local(recipe)
+    if (!change) return
+    if (options.undoable !== false) this.history.capture(change)
     this.flush()
     this.emit()
   }
 
+  get canUndo(): boolean {
+    return this.snapshot.canUndo
+  }
+
+  get canRedo(): boolean {
+    return this.snapshot.canRedo
+  }
+
+  /**
+   * Reverts this client's latest undo step as a new change, only where the document still holds
+   * what that step wrote (a collaborator's newer value wins). A step not sent yet is taken out of
+   * the queue instead. A step of which nothing applies any more is skipped, reported through
+   * `onError` (code `undo_skipped`), and the next one is tried. True if a step was undone.
+   */
+  undo(): boolean {
+    return this.step("undo")
+  }
+
+  /** Re-applies the latest undone step, where the document still holds what the undo produced (`redo_skipped`). */
+  redo(): boolean {
+    return this.step("redo")
+  }
+
+  /** Every change made inside `fn` forms one undo step. Returns what `fn` returns. */
+  batch<R>(fn: () => R): R {
+    return this.history.batch(fn)
+  }
+
+  /** The next change starts a new undo step, however soon it follows. */
+  stopCapturing(): void {
+    this.history.stopCapturing()
+  }
+
+  private step(direction: "undo" | "redo"): boolean {
+    const replica = this.replica
+    if (!replica) return false
+    const history = this.history
+    const take = () => (direction === "undo" ? history.popUndo() : history.popRedo())
+    const give = (entry: UndoEntry<T>) => (direction === "undo" ? history.pushRedo(entry) : history.pushUndo(entry))
+    let done = false
+    for (let entry = take(); entry && !done; entry = done ? undefined : take()) {
+      if (replica.withdraw(entry.edits)) {
+        give({ edits: entry.edits.map(inverted).reverse() })
+        done = true
+        continue
+      }
+      const count: RevertCount = { applied: 0, skipped: 0 }
+      const change = replica.local(revertRecipe(entry.edits, this.idField, count))
+      if (change) {
+        give({ edits: [change] })
+        done = true
+      } else {
+        const why =
+          count.skipped > 0
+            ? "every value it would restore was changed by someone else since"
+            : "nothing of it is left to restore"
+        this.fail(new SyncError(`${direction}_skipped`, `${direction} skipped a step: ${why}`))
+      }
+    }
+    this.flush()
+    this.emit()
+    return done
+  }
+
   private openSocket(): void {
-    const socket = this.createSocket(this.endpoint())
+    const attempt = ++this.opening
+    if (!this.getToken) {
+      this.attach(this.createSocket(this.endpoint()))
+      return
+    }
+    const getToken = this.getToken
+    Promise.resolve()
+      .then(getToken)
+      .then(
+        (token) => {
+          if (attempt !== this.opening || !this.wanted) return
+          this.attach(this.createSocket(this.endpoint(), [`bearer.${token}`]))
+        },
+        (error: unknown) => {
+          if (attempt !== this.opening || !this.wanted) return
+          this.fail(new SyncError("unauthorized", `getToken failed: ${String(error)}`, { cause: error }))
+          this.scheduleReconnect()
+          this.emit()
+        },
+      )
+  }
+
+  private attach(socket: SocketLike): void {
     this.socket = socket
     socket.onopen = () => {
       this.open = true
@@ -180,6 +316,8 @@ export class SyncClient<T> {
     this.open = false
     this.caughtUp = false
     this.inFlight = false // an unanswered change is resent, with the same id, after reconnecting
+    clearTimeout(this.retryTimer) // the reconnect waits anyway
+    this.retryTimer = undefined
     if (!socket) return
     socket.onopen = null
     socket.onmessage = null
@@ -241,9 +379,9 @@ export class SyncClient<T> {
         this.attempt = 0
         return true
       case "ack":
-        return this.answered(this.replica?.acknowledge(message.id, message.version) ?? "gap")
+        return this.answered(this.replica?.acknowledge(message.id, message.version, message.patches) ?? "gap")
       case "reject":
-        return this.answered(this.replica?.reject(message.id, message.error, this.maxConflictRetries) ?? "gap")
+        return this.answered(this.replica?.reject(message.id, message.error) ?? "gap")
       case "error":
         this.fail(new SyncError(message.error.code, message.error.message))
         return true
@@ -252,13 +390,27 @@ export class SyncClient<T> {
 
   private answered(outcome: Outcome): boolean {
     if (outcome === "gap") return false
-    if (outcome !== "ignored") this.inFlight = false
+    if (outcome === "ignored") return true
+    this.inFlight = false
+    if (outcome === "retry") this.holdRetry()
     return true
   }
 
-  /** Sends the head change if the connection is caught up and nothing else is in flight. */
+  /** After a conflict: holds the resend of the head change for its conflict backoff, if any. */
+  private holdRetry(): void {
+    const delay = conflictDelay(this.replica?.headConflicts ?? 0, this.conflictBackoff)
+    if (delay <= 0) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.flush()
+      this.emit()
+    }, delay)
+  }
+
+  /** Sends the head change if the connection is caught up and nothing else is in flight or waiting. */
   private flush(): void {
-    if (!this.socket || !this.open || !this.caughtUp || this.inFlight || !this.replica) return
+    if (!this.socket || !this.open || !this.caughtUp || this.inFlight || this.retryTimer !== undefined) return
+    if (!this.replica) return
     const next = this.replica.nextToSend()
     if (!next) return
     this.socket.send(encodePatch(next))
@@ -274,9 +426,18 @@ export class SyncClient<T> {
     const state = this.replica?.shown
     const version = this.replica?.version
     const status = this.currentStatus()
+    const { canUndo, canRedo } = this.history
     const previous = this.snapshot
-    if (previous.state === state && previous.version === version && previous.status === status) return
-    this.snapshot = { state, version, status }
+    if (
+      previous.state === state &&
+      previous.version === version &&
+      previous.status === status &&
+      previous.canUndo === canUndo &&
+      previous.canRedo === canRedo
+    ) {
+      return
+    }
+    this.snapshot = { state, version, status, canUndo, canRedo }
     for (const listener of [...this.listeners]) listener()
   }
 
