@@ -30,9 +30,10 @@ server's order of committed changes is the order of their versions):
   (its user for a reserve, absent for a release) and dropped otherwise; earlier committed ones
   are superseded; a toggle the client dropped as a no-op is superseded; one it reported or
   never settled is dropped (pending if the client still held it).
-- (c) ``field`` sets ``title`` to its tag: the committed write with the highest version is
-  present if ``title`` equals its tag (else dropped); other committed writes are superseded;
-  writes never committed are dropped (reported or not; pending if still held).
+- (c) ``field`` sets ``title`` to its tag: the change whose tag is the final ``title`` is
+  present; committed writes before it (lower versions; all of them when its own ack had not
+  arrived at the settle timeout) are superseded, committed writes after it are dropped, writes
+  never committed are dropped (reported or not; pending if still held).
 
 Anomalies (should never happen; listed in ``problems``): items, gifts or reservations in the
 final document that no change explains, initial gifts gone without a committed removal, two
@@ -79,14 +80,17 @@ class _Tally:
         self.reported = 0
         self.duplicated = 0
         self.problems: list[str] = []
+        self.dropped: list[Change] = []
 
     def count(self, change: Change, outcome: str) -> None:
         if outcome == "dropped" and change["outcome"] == "pending":
             outcome = "pending"
         self.outcomes[outcome] += 1
         self.by_kind.setdefault(change["kind"], Counter())[outcome] += 1
-        if outcome == "dropped" and change["outcome"] == "reported":
-            self.reported += 1
+        if outcome == "dropped":
+            self.dropped.append(change)
+            if change["outcome"] == "reported":
+                self.reported += 1
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -146,17 +150,23 @@ def _gifts(changes: list[Change], initial: Any, final: Any, tally: _Tally) -> No
 
 
 def _field(changes: list[Change], final: Any, tally: _Tally) -> None:
-    acked = [c for c in changes if c["outcome"] == "acked"]
-    winner = max(acked, key=lambda c: c["version"])["tag"] if acked else None
-    if winner is None and final.get("title") != "start":
-        tally.problem(f"title {final.get('title')!r} without a committed write")
+    title = final.get("title")
+    writer = next((c for c in changes if c["tag"] == title), None)
+    if writer is None and title != "start":
+        tally.problem(f"title {title!r} that no change wrote")
+    if writer is not None and writer["outcome"] in ("reported", "noop"):
+        tally.problem(f"change {writer['tag']} is the final title but was given up")
+    # the writer's version; unacknowledged (its ack still on its way): after every acked one
+    last = writer["version"] if writer is not None and writer["version"] is not None else None
     for c in changes:
-        if c["outcome"] != "acked":
+        if c is writer:
+            tally.count(c, "present")
+        elif c["outcome"] != "acked":
             tally.count(c, "dropped")
-        elif c["tag"] != winner:
+        elif writer is not None and (last is None or c["version"] < last):
             tally.count(c, "superseded")
-        else:
-            tally.count(c, "present" if final.get("title") == c["tag"] else "dropped")
+        else:  # committed after the final title's write, or nothing shows: lost
+            tally.count(c, "dropped")
 
 
 def account(workload: str, initial: Any, finals: list[Any], result: dict[str, Any]
@@ -210,5 +220,6 @@ def account(workload: str, initial: Any, finals: list[Any], result: dict[str, An
         "errors": dict(errors),
         "by_kind": {k: dict(v) for k, v in tally.by_kind.items()},
         "problems": tally.problems[:20],
+        "dropped_changes": tally.dropped[:20],  # the driver's records, to see what happened
         "anomalies": len(tally.problems),
     }

@@ -129,5 +129,10 @@ def test_accounting_of_one_field() -> None:
                _change(1, "u1-c2", "write", outcome="reported")]
     row = account("field", {"title": "start"}, [{"title": "u1-c1"}], _run(*changes))
     assert (row["present"], row["superseded"], row["dropped"], row["reported"]) == (1, 1, 1, 1)
+    # u1-c1 was committed after u0-c1, yet u0-c1 shows: u1-c1 was lost
     stale = account("field", {"title": "start"}, [{"title": "u0-c1"}], _run(*changes[:2]))
-    assert (stale["present"], stale["dropped"], stale["lost_silently"]) == (0, 1, 1)
+    assert (stale["present"], stale["dropped"], stale["lost_silently"]) == (1, 1, 1)
+    # the final title's write was committed but its ack had not arrived: the others are older
+    late = [*changes[:2], _change(2, "u2-c1", "write", outcome="pending")]
+    row = account("field", {"title": "start"}, [{"title": "u2-c1"}], _run(*late))
+    assert (row["present"], row["superseded"], row["dropped"], row["pending"]) == (1, 2, 0, 0)

@@ -29,8 +29,9 @@
 //
 // Outcomes: "acked" (an ack for one of the ids it was sent under), "reported" (the client gave
 // up on it and called onError), "noop" (the client dropped it because re-run on newer state it
-// changed nothing: e.g. a removal of a gift someone else removed), "pending" (unsettled when
-// the settle timeout ran out).
+// changed nothing: e.g. a removal of a gift someone else removed; reported with code
+// `superseded` by clients that report those), "pending" (unsettled when the settle timeout ran
+// out).
 //
 // mode "bytes": one writer and `subscribers` subscribers on a document holding {gifts: [...]};
 // the writer deletes the first gift; bytes the writer uploaded and each subscriber received
@@ -195,7 +196,8 @@ class User {
   }
 
   reported(error) {
-    const change = this.rejecting;
+    // "superseded": dropped because it changes nothing any more, a no-op, not a loss
+    const change = error.code === "superseded" ? undefined : this.rejecting;
     if (change && change.outcome === null && change.ackedAt === null && change.error === null) {
       change.error = `${error.code}: ${error.message}`;
     }
