@@ -121,6 +121,12 @@ class Proc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -135,13 +141,26 @@ class Proc:
 def _spawn(name: str, cmd: Sequence[str], port: int) -> Proc:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     proc = Proc(name, cmd, port, LOG_DIR / f"{name}.log")
-    log = proc.log_path.open("wb")
+    _start(proc, "wb")
+    return proc
+
+
+def _start(proc: Proc, mode: str) -> None:
+    log = proc.log_path.open(mode)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc.proc = subprocess.Popen(
         proc.cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env
     )
     log.close()
-    return proc
+
+
+def restart_our_server(proc: Proc) -> None:
+    """Start a stopped or killed :func:`our_server` again, same command and port (its data
+    store is kept), and wait until it is healthy."""
+    if proc.proc is not None and proc.proc.poll() is None:
+        raise RuntimeError(f"{proc.name} is still running")
+    _start(proc, "ab")
+    _wait(proc, lambda: _healthy(proc.url))
 
 
 def _wait(proc: Proc, ready: Any, timeout: float = 60.0) -> None:

@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks import (
     apply_throughput,
+    contention,
     fanout,
     presence,
     replay_cost,
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "scaleout": scaleout.run,
     "schema_cost": schema_cost.run,
     "presence": presence.run,
+    "contention": contention.run,
 }
 
 

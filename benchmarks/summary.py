@@ -57,6 +57,13 @@ def build(out: Path) -> str:
         )
         for v in fanout["targets"]:
             rows.append(["fanout", v["target"], f"{v['measured']:.2f} {v['unit']}", v["how_far"]])
+    contention = _load(out, "contention")
+    if contention:
+        machines["contention"] = (
+            f"{report.machine_line(contention['machine'])} ({contention['machine']['date']})"
+        )
+        for v in contention["targets"]:
+            rows.append(["contention", v["target"], _value(v), v["how_far"]])
     lines = ["# Benchmark targets: latest results", ""]
     for name, m in machines.items():
         lines.append(f"- `{name}`: {m}")
