@@ -388,7 +388,7 @@ describe("rejects", () => {
     expect(h.errors).toEqual([])
   })
 
-  it("keeps the changes queued behind a waiting retry, and rebases it on what arrives meanwhile", () => {
+  it("keeps the changes queued behind a waiting retry, rebases them on what arrives meanwhile and squashes them", () => {
     vi.spyOn(Math, "random").mockReturnValue(0.5)
     const h = setup({ conflictBackoff: { initialMs: 1000, maxMs: 1000 } })
     const socket = connectSynced(h)
@@ -405,10 +405,14 @@ describe("rejects", () => {
       type: "patch",
       id: "3",
       base: 4,
-      patches: [{ op: "replace", path: ["counter"], value: 11 }],
+      patches: [
+        { op: "replace", path: ["counter"], value: 11 },
+        { op: "add", path: ["items", 2], value: "c" },
+      ],
     })
     socket.deliver({ type: "ack", id: "3", version: 5 })
-    expect(socket.sent[3]).toMatchObject({ id: "4", base: 5 })
+    expect(socket.sent).toHaveLength(3)
+    expect(view(h)).toEqual({ state: { ...START, counter: 11, items: [...START.items, "c"] }, version: 5, status: "synced" })
   })
 
   it("forgets a waiting retry when the connection drops, and resends after the catch-up", () => {
@@ -512,7 +516,7 @@ describe("rejects", () => {
           if (answer < 0.4) {
             version += 1
             socket.deliver({ type: "ack", id: head.id, version })
-            acked += 1
+            acked += head.patches.length // one push per change; a squashed batch settles them all
           } else if (answer < 0.8) {
             socket.deliver({ type: "reject", id: head.id, version, error: { code: "conflict", message: "" } })
           } else {
@@ -525,7 +529,7 @@ describe("rejects", () => {
         const head = socket.sent[socket.sent.length - 1]!
         version += 1
         socket.deliver({ type: "ack", id: head.id, version })
-        acked += 1
+        acked += head.patches.length
       }
       expect(h.client.status).toBe("synced")
       expect(h.errors.every((error) => ["superseded", "invalid"].includes(error.code))).toBe(true)
@@ -741,5 +745,311 @@ describe("reconnecting", () => {
     expect(h.last().sent).toEqual([
       { type: "patch", id: "1", base: 3, patches: [{ op: "replace", path: ["counter"], value: 1 }] },
     ])
+  })
+})
+
+describe("squashing under contention", () => {
+  const conflict = (id: string, version = 3) => ({
+    type: "reject",
+    id,
+    version,
+    error: { code: "conflict", message: "stale" },
+  })
+
+  /** Three changes queued behind a head that met a conflict: the next send is one batch. */
+  function contended(h: Harness) {
+    const socket = connectSynced(h)
+    h.client.update(increment) // id 1
+    h.client.update(push("c")) // id 2
+    h.client.update(toggleOwner) // id 3
+    socket.deliver(conflict("1")) // head re-run, new id 4; first conflict: no wait
+    return socket
+  }
+
+  const squashed = {
+    type: "patch",
+    id: "4",
+    base: 3,
+    patches: [
+      { op: "replace", path: ["counter"], value: 1 },
+      { op: "add", path: ["items", 2], value: "c" },
+      { op: "add", path: ["owner"], value: "me" },
+    ],
+  }
+
+  it("sends changes one by one until the head meets a conflict, then the whole queue as one batch", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.update(push("c"))
+    expect(socket.sent).toEqual([
+      { type: "patch", id: "1", base: 3, patches: [{ op: "replace", path: ["counter"], value: 1 }] },
+    ])
+    socket.deliver({ type: "ack", id: "1", version: 4 })
+    expect(socket.sent[1]).toEqual({
+      type: "patch",
+      id: "2",
+      base: 4,
+      patches: [{ op: "add", path: ["items", 2], value: "c" }],
+    })
+    socket.deliver({ type: "ack", id: "2", version: 5 })
+
+    const h2 = setup()
+    const contendedSocket = contended(h2)
+    expect(contendedSocket.sent).toHaveLength(2)
+    expect(contendedSocket.sent[1]).toEqual(squashed)
+  })
+
+  it("settles every change of the batch with its ack", () => {
+    const h = setup()
+    const socket = contended(h)
+    const shown = h.client.state
+    socket.deliver({ type: "ack", id: "4", version: 4 })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "b", "c"], counter: 1, owner: "me" },
+      version: 4,
+      status: "synced",
+    })
+    expect(h.client.state).toBe(shown) // nothing arrived in between: the shown state is the server's
+    expect(socket.sent).toHaveLength(2)
+    expect(h.errors).toEqual([])
+  })
+
+  it("confirms what the server applied for a batch, and re-runs the changes queued behind it", () => {
+    const h = setup()
+    const socket = contended(h)
+    h.client.update(push("d")) // queued behind the batch
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "replace", path: ["counter"], value: 10 }] })
+    const applied = [
+      { op: "replace", path: ["counter"], value: 11 },
+      { op: "add", path: ["items", 2], value: "c" },
+      { op: "add", path: ["owner"], value: "me" },
+    ]
+    socket.deliver({ type: "ack", id: "4", version: 5, patches: applied })
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "5",
+      base: 5,
+      patches: [{ op: "add", path: ["items", 3], value: "d" }],
+    })
+    socket.deliver({ type: "ack", id: "5", version: 6 })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "b", "c", "d"], counter: 11, owner: "me" },
+      version: 6,
+      status: "synced",
+    })
+  })
+
+  it("resends the same batch under the same id after a reconnect, without the changes queued since", () => {
+    const h = setup()
+    contended(h)
+    h.client.update(push("d")) // queued after the batch was sent
+    const socket = reconnect(h)
+    socket.deliver({ type: "synced", version: 3 })
+    expect(socket.sent).toEqual([squashed])
+    socket.deliver({ type: "ack", id: "4", version: 4 })
+    expect(socket.sent[1]).toEqual({
+      type: "patch",
+      id: "5",
+      base: 4,
+      patches: [{ op: "add", path: ["items", 3], value: "d" }],
+    })
+  })
+
+  it("resends the same changes under the same id even when some of them became no-ops", () => {
+    const h = setup()
+    connectSynced(h)
+    h.client.update(increment)
+    h.client.update((draft) => {
+      draft.owner ??= "me"
+    })
+    h.last().deliver(conflict("1"))
+    expect(h.last().sent[1]).toMatchObject({ id: "3", base: 3 })
+    h.client.update(push("d"))
+    const socket = reconnect(h)
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "them" }] })
+    socket.deliver({ type: "synced", version: 4 })
+    expect(socket.sent).toEqual([
+      { type: "patch", id: "3", base: 4, patches: [{ op: "replace", path: ["counter"], value: 1 }] },
+    ])
+    socket.deliver({ type: "ack", id: "3", version: 5 })
+    expect(socket.sent[1]).toEqual({
+      type: "patch",
+      id: "4",
+      base: 5,
+      patches: [{ op: "add", path: ["items", 2], value: "d" }],
+    })
+    socket.deliver({ type: "ack", id: "4", version: 6 })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "b", "d"], counter: 1, owner: "them" },
+      version: 6,
+      status: "synced",
+    })
+  })
+
+  it("reports a change of a refused batch that became a no-op, and sends the others alone", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.update((draft) => {
+      draft.owner ??= "me"
+    })
+    socket.deliver(conflict("1"))
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "them" }] })
+    socket.deliver({ type: "reject", id: "3", version: 4, error: { code: "too_large", message: "no" } })
+    expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "4",
+      base: 4,
+      patches: [{ op: "replace", path: ["counter"], value: 1 }],
+    })
+  })
+
+  it("settles a batch the server deduplicates after a reconnect", () => {
+    const h = setup()
+    contended(h)
+    const socket = reconnect(h)
+    // The catch-up holds our own batch (its ack was lost with the old connection).
+    socket.deliver({ type: "patch", version: 4, patches: squashed.patches })
+    socket.deliver({ type: "synced", version: 4 })
+    expect(socket.sent[0]).toMatchObject({ id: "4", base: 4 })
+    socket.deliver({ type: "ack", id: "4", version: 4 })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "b", "c"], counter: 1, owner: "me" },
+      version: 4,
+      status: "synced",
+    })
+    expect(socket.sent).toHaveLength(1)
+  })
+
+  it("re-runs a conflicting batch and squashes it again, with what was queued since, under a new id", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.5)
+    const h = setup({ conflictBackoff: { initialMs: 1000, maxMs: 1000 } })
+    const socket = contended(h)
+    h.client.update(push("d"))
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "replace", path: ["counter"], value: 10 }] })
+    socket.deliver(conflict("4", 4))
+    expect(socket.sent).toHaveLength(2)
+    vi.advanceTimersByTime(500) // second conflict in a row: half of the 1 s ceiling
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "6",
+      base: 4,
+      patches: [
+        { op: "replace", path: ["counter"], value: 11 },
+        { op: "add", path: ["items", 2], value: "c" },
+        { op: "add", path: ["owner"], value: "me" },
+        { op: "add", path: ["items", 3], value: "d" },
+      ],
+    })
+    socket.deliver({ type: "ack", id: "6", version: 5 })
+    expect(view(h)).toEqual({
+      state: { items: ["a", "b", "c", "d"], counter: 11, owner: "me" },
+      version: 5,
+      status: "synced",
+    })
+    expect(h.errors).toEqual([])
+  })
+
+  it("drops the changes of a conflicting batch that no longer change anything, and reports each", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.update((draft) => {
+      draft.owner ??= "me"
+    })
+    socket.deliver(conflict("1"))
+    expect(socket.sent[1]).toMatchObject({ id: "3" })
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["owner"], value: "them" }] })
+    socket.deliver(conflict("3", 4))
+    expect(h.errors.map((error) => error.code)).toEqual(["superseded"])
+    vi.advanceTimersByTime(LONGEST_DELAY)
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "4",
+      base: 4,
+      patches: [{ op: "replace", path: ["counter"], value: 1 }],
+    })
+  })
+
+  it("after another reject of a batch, sends its changes alone: only the refused one is dropped", () => {
+    const h = setup()
+    const socket = contended(h)
+    socket.deliver({ type: "reject", id: "4", version: 3, error: { code: "invalid", message: "bad" } })
+    expect(h.errors).toEqual([])
+    expect(view(h).state).toEqual({ items: ["a", "b", "c"], counter: 1, owner: "me" })
+    expect(socket.sent[2]).toEqual({
+      type: "patch",
+      id: "5",
+      base: 3,
+      patches: [{ op: "replace", path: ["counter"], value: 1 }],
+    })
+    socket.deliver({ type: "ack", id: "5", version: 4 })
+    expect(socket.sent[3]).toEqual({
+      type: "patch",
+      id: "2",
+      base: 4,
+      patches: [{ op: "add", path: ["items", 2], value: "c" }],
+    })
+    socket.deliver({ type: "reject", id: "2", version: 4, error: { code: "invalid", message: "bad" } })
+    expect(h.errors.map((error) => [error.code, error.message])).toEqual([["invalid", "bad"]])
+    expect(socket.sent[4]).toEqual({
+      type: "patch",
+      id: "3",
+      base: 4,
+      patches: [{ op: "add", path: ["owner"], value: "me" }],
+    })
+    socket.deliver({ type: "ack", id: "3", version: 5 })
+    expect(view(h)).toEqual({ state: { items: ["a", "b"], counter: 1, owner: "me" }, version: 5, status: "synced" })
+    expect(h.errors).toHaveLength(1)
+  })
+
+  it("keeps each change of a squashed batch its own undo step", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.stopCapturing()
+    h.client.update(push("c"))
+    h.client.stopCapturing()
+    h.client.update(toggleOwner)
+    socket.deliver(conflict("1"))
+    expect(socket.sent[1]).toEqual(squashed)
+    socket.deliver({ type: "ack", id: "4", version: 4 })
+    expect(h.client.undo()).toBe(true) // the owner
+    expect(socket.sent[2]).toEqual({ type: "patch", id: "5", base: 4, patches: [{ op: "remove", path: ["owner"] }] })
+    socket.deliver({ type: "ack", id: "5", version: 5 })
+    expect(h.client.undo()).toBe(true) // "c"
+    expect(socket.sent[3]).toMatchObject({ id: "6", base: 5 })
+    socket.deliver({ type: "ack", id: "6", version: 6 })
+    expect(view(h)).toEqual({ state: { items: ["a", "b"], counter: 1 }, version: 6, status: "synced" })
+    expect(h.client.redo()).toBe(true)
+    socket.deliver({ type: "ack", id: "7", version: 7 })
+    expect(view(h)).toEqual({ state: { items: ["a", "b", "c"], counter: 1 }, version: 7, status: "synced" })
+    expect(h.errors).toEqual([])
+  })
+
+  it("undoes a change of a batch the server rebased, where its value still holds", () => {
+    const h = setup()
+    const socket = connectSynced(h)
+    h.client.update(increment)
+    h.client.stopCapturing()
+    h.client.update(push("c"))
+    socket.deliver(conflict("1"))
+    socket.deliver({ type: "patch", version: 4, patches: [{ op: "add", path: ["items", 0], value: "z" }] })
+    socket.deliver({
+      type: "ack",
+      id: "3",
+      version: 5,
+      patches: [
+        { op: "replace", path: ["counter"], value: 1 },
+        { op: "add", path: ["items", 3], value: "c" },
+      ],
+    })
+    expect(view(h)).toEqual({ state: { items: ["z", "a", "b", "c"], counter: 1 }, version: 5, status: "synced" })
+    expect(h.client.undo()).toBe(true)
+    expect(h.client.state).toEqual({ items: ["z", "a", "b"], counter: 1 })
+    expect(h.client.undo()).toBe(true)
+    expect(h.client.state).toEqual({ items: ["z", "a", "b"], counter: 0 })
   })
 })

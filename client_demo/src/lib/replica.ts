@@ -6,8 +6,13 @@
  * confirmed state moves by something other than our own head change, every pending recipe is re-run
  * on top of it (rebase), so a pending change's patches always fit the state just before it.
  *
- * At most the head change is sent at a time (the client enforces it): its patches then fit the
- * confirmed state exactly and `base` is always the true version they were made against.
+ * At most one batch is in flight (the client enforces it), and it starts with the head change: its
+ * patches then fit the confirmed state exactly and `base` is always the true version they were
+ * made against. Normally the batch is the head change alone. Under contention (the head change has
+ * met a `conflict`), the leading pending changes are squashed into one batch under the head's id
+ * (their patches concatenated: each change's patches apply to the state after the previous one),
+ * so that a backlog drains in one round trip instead of one per change. Each change stays its own
+ * unit for undo.
  */
 import { applyPatches, enablePatches, freeze, produceWithPatches } from "immer"
 import type { Draft, Objectish, Patch } from "immer"
@@ -41,7 +46,16 @@ export interface Change<T> {
   /** `before` and `after` when first sent under `id`: its last run, if the server already had it. */
   sentRun?: { readonly before: T; readonly after: T }
   conflicts: number
+  /** On the head change while `id` is in flight: how many leading changes were sent under `id`. */
+  batch?: number
+  /** Sent alone from now on: it was part of a squashed batch the server refused (not a conflict). */
+  alone?: boolean
 }
+
+/** Bounds of a squashed batch: changes, operations and JSON characters of its patches. */
+export const SQUASH_MAX_CHANGES = 64
+export const SQUASH_MAX_OPS = 1000
+export const SQUASH_MAX_CHARS = 256 * 1024
 
 /** What became of an `ack` or `reject`: `gap` means the replica can no longer follow the server. */
 export type Outcome = "settled" | "retry" | "ignored" | "gap"
@@ -124,6 +138,7 @@ export class Replica<T> {
       for (const change of this.pending) {
         change.id = this.nextId()
         change.sent = undefined
+        change.batch = undefined
       }
     }
     this.confirmed = freeze(state, true)
@@ -132,14 +147,54 @@ export class Replica<T> {
     this.rebase()
   }
 
-  /** The head change, to be sent now; leading changes that became no-ops are dropped first. */
+  /**
+   * The batch to send now, starting with the head change; leading changes that became no-ops are
+   * dropped first. A head that has met a conflict takes the changes queued behind it along
+   * (squashed, within the SQUASH_ bounds); a resend under the same id (after a reconnect) carries
+   * the same changes as the first send, whatever was queued since.
+   */
   nextToSend(): OutgoingPatch | undefined {
+    const resend = this.pending[0]?.sent !== undefined ? (this.pending[0].batch ?? 1) : 0
+    if (resend > 1) {
+      const members = this.inFlight()
+      if (members.some((change) => change.patches.length > 0)) return this.send(members)
+      // Re-run on newer state, the whole batch changes nothing: dropped unsent, as a lone head is.
+      this.pending.splice(0, resend)
+    }
     while (this.pending[0]?.patches.length === 0) this.pending.shift()
     const head = this.pending[0]
     if (!head) return undefined
-    if (head.sent === undefined) head.sentRun = { before: head.before, after: head.after }
-    head.sent = head.patches
-    return { id: head.id, base: this.confirmedVersion, patches: head.patches }
+    if (head.sent !== undefined || head.conflicts === 0 || head.alone) return this.send([head])
+    const members: [Change<T>, ...Change<T>[]] = [head]
+    let ops = head.patches.length
+    let chars = JSON.stringify(head.patches).length
+    for (const change of this.pending.slice(1, SQUASH_MAX_CHANGES)) {
+      if (change.alone) break
+      const size = JSON.stringify(change.patches).length
+      if (ops + change.patches.length > SQUASH_MAX_OPS || chars + size > SQUASH_MAX_CHARS) break
+      ops += change.patches.length
+      chars += size
+      members.push(change)
+    }
+    return this.send(members)
+  }
+
+  private send(members: readonly [Change<T>, ...Change<T>[]]): OutgoingPatch {
+    const [head] = members
+    for (const change of members) {
+      if (change.sent === undefined) change.sentRun = { before: change.before, after: change.after }
+      change.sent = change.patches
+    }
+    head.batch = members.length
+    const patches = members.length === 1 ? head.patches : members.flatMap((change) => change.patches)
+    return { id: head.id, base: this.confirmedVersion, patches }
+  }
+
+  /** The changes sent under the head's id; only called when the head is sent. */
+  private inFlight(): [Change<T>, ...Change<T>[]] {
+    const [head, ...rest] = this.pending
+    if (head?.sent === undefined) throw new Error("no batch in flight")
+    return [head, ...rest.slice(0, (head.batch ?? 1) - 1)]
   }
 
   /**
@@ -153,6 +208,7 @@ export class Replica<T> {
       // Not ours (any more): harmless if we already hold that version, else we lack its patches.
       return version <= this.confirmedVersion ? "ignored" : "gap"
     }
+    if ((head.batch ?? 1) > 1) return this.acknowledgeBatch(version, applied)
     if (version <= this.confirmedVersion) {
       // Already in the confirmed state: it came back as a patch or in a snapshot (a resend the
       // server deduplicated after a reconnect), as first sent: later re-runs ran on top of it.
@@ -177,6 +233,34 @@ export class Replica<T> {
     return "settled"
   }
 
+  /** `acknowledge` for a squashed batch: it settles every change sent under the head's id. */
+  private acknowledgeBatch(version: number, applied?: readonly Patch[]): Outcome {
+    const members = this.inFlight()
+    if (version <= this.confirmedVersion) {
+      // Already in the confirmed state (a deduplicated resend): each change as first sent.
+      this.pending.splice(0, members.length)
+      for (const change of members) {
+        if (change.sentRun) ({ before: change.before, after: change.after } = change.sentRun)
+      }
+      this.rebase()
+      return "settled"
+    }
+    const exact = members.every((change) => change.sent === change.patches)
+    if (applied === undefined && exact && version === this.confirmedVersion + 1) {
+      // Nothing arrived in between: the states we showed, change by change, are the server's.
+      this.pending.splice(0, members.length)
+      this.confirmed = (members[members.length - 1] ?? members[0]).after
+      this.confirmedVersion = version
+      return "settled"
+    }
+    if (!this.advance(version, applied ?? members.flatMap((change) => change.sent ?? []))) return "gap"
+    // The server's batch cannot be split back into changes: each keeps its latest run (on the
+    // state before the batch, one after the other) for undo, which only reverts what still holds.
+    this.pending.splice(0, members.length)
+    this.rebase()
+    return "settled"
+  }
+
   /**
    * The server refused change `id`. A `conflict` is retried without limit: remote batches up to
    * the server's version arrived before the reject, so the head was already re-run on the newest
@@ -186,6 +270,7 @@ export class Replica<T> {
   reject(id: string, error: ErrorBody): Outcome {
     const head = this.pending[0]
     if (head?.id !== id || head.sent === undefined) return "ignored"
+    if ((head.batch ?? 1) > 1) return this.rejectBatch(error)
     if (error.code === "conflict" && head.patches.length > 0) {
       head.conflicts += 1
       head.id = this.nextId()
@@ -201,6 +286,37 @@ export class Replica<T> {
       this.report(new SyncError(error.code, error.message))
     }
     return "settled"
+  }
+
+  /**
+   * `reject` for a squashed batch. A `conflict`: the changes (already re-run on the newest state)
+   * are squashed again under a new id; those whose re-run changes nothing are dropped and reported
+   * as `superseded`. Another code: nothing is dropped, but each change of the batch is sent alone
+   * from now on, so that the one the server refuses is isolated, dropped and reported as usual.
+   */
+  private rejectBatch(error: ErrorBody): Outcome {
+    const members = this.inFlight()
+    const head = members[0]
+    head.id = this.nextId() // the refused batch is never sent again under its id
+    for (const change of members) {
+      change.sent = undefined
+      change.batch = undefined
+    }
+    const conflict = error.code === "conflict"
+    if (conflict) head.conflicts += 1
+    else for (const change of members) change.alone = true
+    // Members that no longer change anything were kept only because they were sent: drop them.
+    const moot = new Set(members.filter((change) => change.patches.length === 0))
+    this.pending = this.pending.filter((change) => !moot.has(change))
+    const next = this.pending[0]
+    const retry = conflict && next !== undefined && members.includes(next)
+    if (retry && next !== head) next.conflicts = Math.max(next.conflicts, head.conflicts)
+    const why = conflict ? `re-run after a conflict (${error.message})` : "re-run on newer state"
+    for (const change of moot) {
+      change.after = change.before
+      this.report(superseded(`${why}, it changes nothing`))
+    }
+    return retry ? "retry" : "settled"
   }
 
   /** How many conflicts in a row the head change has met (0 for a fresh change). */

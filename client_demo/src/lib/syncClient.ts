@@ -2,8 +2,9 @@
  * Browser sync client for one document of the server (protocol 1, format `immer`).
  *
  * It keeps an optimistic replica (see `replica.ts`) in step with the server over a WebSocket,
- * sends local changes one at a time, and reconnects with backoff, resuming from the version it
- * holds. A change rejected as `conflict` is re-run and resent until it applies (with a growing,
+ * sends local changes one batch at a time (one change, or after a conflict the queued changes
+ * squashed into one batch), and reconnects with backoff, resuming from the version it holds. A
+ * change rejected as `conflict` is re-run and resent until it applies (with a growing,
  * jittered wait from its second conflict in a row); it is dropped only when its re-run no longer
  * changes anything (`superseded`) or the server refuses it for another reason, and every drop is
  * reported through `onError`. Framework-agnostic: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`.
@@ -462,7 +463,7 @@ export class SyncClient<T> {
     }, delay)
   }
 
-  /** Sends the head change if the connection is caught up and nothing else is in flight or waiting. */
+  /** Sends the next batch if the connection is caught up and nothing else is in flight or waiting. */
   private flush(): void {
     if (!this.socket || !this.open || !this.caughtUp || this.inFlight || this.retryTimer !== undefined) return
     if (!this.replica) return
