@@ -16,7 +16,8 @@ Every change made is exactly one of:
   timeout ran out (a backlog, not a loss; the row is then not converged).
 
 Per workload ("committed" = acknowledged to the client that made it, at a version V; the
-server's order of committed changes is the order of their versions):
+server's order of committed changes is the order of their versions, and within a squashed batch
+(several changes of one client acknowledged together as one version) their ``index`` in it):
 
 - (a) ``append`` pushes ``{id: tag}``: present if its tag is in ``items``; every occurrence
   beyond the first is a duplicate; otherwise dropped.
@@ -37,7 +38,7 @@ server's order of committed changes is the order of their versions):
 
 Anomalies (should never happen; listed in ``problems``): items, gifts or reservations in the
 final document that no change explains, initial gifts gone without a committed removal, two
-committed changes acknowledged with the same version, changes reported through ``onError``
+committed changes acknowledged with the same version and index, changes reported through ``onError``
 that were committed anyway. When a run did not settle in time (``converged`` false), effects
 the server committed whose ``ack`` had not arrived yet can show up as anomalies too.
 """
@@ -65,6 +66,11 @@ def percentile(values: Iterable[float], p: float) -> float | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def order(c: Change) -> tuple[int, int]:
+    """A committed change's place in the server's history: its version, its index in its batch."""
+    return (c["version"], c.get("index") or 0)
 
 
 def changes_of(result: dict[str, Any]) -> list[Change]:
@@ -114,7 +120,7 @@ def _gifts(changes: list[Change], initial: Any, final: Any, tally: _Tally) -> No
     acked = [c for c in changes if c["outcome"] == "acked"]
     removed = {c["target"] for c in acked if c["kind"] == "remove"}
     toggles: dict[str, list[Change]] = {}
-    for c in sorted((c for c in acked if c["kind"] == "toggle"), key=lambda c: c["version"]):
+    for c in sorted((c for c in acked if c["kind"] == "toggle"), key=order):
         toggles.setdefault(c["target"], []).append(c)
     last = {g: cs[-1]["tag"] for g, cs in toggles.items()}
     for c in changes:
@@ -157,13 +163,13 @@ def _field(changes: list[Change], final: Any, tally: _Tally) -> None:
     if writer is not None and writer["outcome"] in ("reported", "noop"):
         tally.problem(f"change {writer['tag']} is the final title but was given up")
     # the writer's version; unacknowledged (its ack still on its way): after every acked one
-    last = writer["version"] if writer is not None and writer["version"] is not None else None
+    last = order(writer) if writer is not None and writer["version"] is not None else None
     for c in changes:
         if c is writer:
             tally.count(c, "present")
         elif c["outcome"] != "acked":
             tally.count(c, "dropped")
-        elif writer is not None and (last is None or c["version"] < last):
+        elif writer is not None and (last is None or order(c) < last):
             tally.count(c, "superseded")
         else:  # committed after the final title's write, or nothing shows: lost
             tally.count(c, "dropped")
@@ -183,10 +189,10 @@ def account(workload: str, initial: Any, finals: list[Any], result: dict[str, An
         _field(changes, final, tally)
     else:
         raise ValueError(f"unknown workload {workload!r}")
-    versions = Counter(c["version"] for c in changes if c["outcome"] == "acked")
-    for version, n in versions.items():
+    versions = Counter(order(c) for c in changes if c["outcome"] == "acked")
+    for (version, index), n in versions.items():
         if n > 1:
-            tally.problem(f"{n} changes acknowledged as version {version}")
+            tally.problem(f"{n} changes acknowledged as version {version}, index {index}")
     for c in changes:
         if c["outcome"] == "reported" and c["version"] is not None:
             tally.problem(f"change {c['tag']} reported as dropped but acknowledged")

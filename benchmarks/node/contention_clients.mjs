@@ -23,9 +23,12 @@
 //
 // A change's tag is unique ("u7-c12": user 7, change 12) and its effect carries the tag where
 // it can: append pushes {id: tag}, field sets the field to the tag, gifts appends a gift whose
-// id is the tag. Which change a sent frame carries is read from the client's pending queue
-// (`client.replica.pending[0].recipe`, every change's recipe being its own function): the only
-// use of SyncClient internals, checked at start-up.
+// id is the tag. Which changes a sent frame carries is read from the client's pending queue
+// (`client.replica.pending[i].recipe`, every change's recipe being its own function; a squashed
+// batch carries the first `pending[0].batch` changes): the only use of SyncClient internals,
+// checked at start-up. The changes of a squashed batch are all acknowledged with its version;
+// each change's `index` is its place in the batch (0 for a change sent alone), so that
+// (version, index) is the server's order of committed changes.
 //
 // Outcomes: "acked" (an ack for one of the ids it was sent under), "reported" (the client gave
 // up on it and called onError), "noop" (the client dropped it because re-run on newer state it
@@ -148,7 +151,8 @@ class User {
   change(kind, tag, target, recipe) {
     const change = {
       tag, kind, target, t0: performance.now(), ids: [], effects: {}, effect: kind,
-      outcome: null, version: null, ackedAt: null, conflicts: 0, error: null,
+      outcome: null, version: null, index: null, ackedAt: null, conflicts: 0, error: null,
+      slots: {},
     };
     const wrapped = (draft) => recipe(draft, change);
     this.changes.push(change);
@@ -164,33 +168,39 @@ class User {
 
   sent(text) {
     this.settle(); // leading changes that became no-ops are dropped just before a send
-    const head = pendingRecipes(this.client)[0];
-    const change = head && this.open.get(head);
-    if (!change) return;
+    const recipes = pendingRecipes(this.client);
+    const size = Math.max(1, this.client.replica.pending[0]?.batch ?? 1); // squashed: the first `size`
     const id = sentId(text);
-    change.ids.push(id);
-    change.effects[id] = change.effect;
-    this.byId.set(id, change);
+    const members = [];
+    for (let i = 0; i < size && i < recipes.length; i++) {
+      const change = this.open.get(recipes[i]);
+      if (!change) continue;
+      change.ids.push(id);
+      change.effects[id] = change.effect;
+      change.slots[id] = i;
+      members.push(change);
+    }
+    if (members.length > 0) this.byId.set(id, members);
   }
 
   received(text) {
     for (const m of messages(text, ['"ack"', '"reject"'])) {
       if (m.type === "ack") {
-        const change = this.byId.get(String(m.id));
-        if (change && change.ackedAt === null) {
+        for (const change of this.byId.get(String(m.id)) ?? []) {
+          if (change.ackedAt !== null) continue;
           change.ackedAt = performance.now();
           change.version = m.version;
+          change.index = change.slots[String(m.id)] ?? 0;
           change.effect = change.effects[String(m.id)] ?? change.effect;
         }
       } else if (m.type === "reject") {
         const code = m.error?.code ?? "?";
         this.rejects[code] = (this.rejects[code] ?? 0) + 1;
         if (code === "conflict") this.conflictRejects += 1;
-        const change = this.byId.get(String(m.id));
-        if (change) {
-          if (code === "conflict") change.conflicts += 1;
-          this.rejecting = change;
-        }
+        const members = this.byId.get(String(m.id)) ?? [];
+        for (const change of members) if (code === "conflict") change.conflicts += 1;
+        // a squashed batch refused for another reason drops nothing (its changes go alone next)
+        if (members.length === 1) this.rejecting = members[0];
       }
     }
   }
@@ -231,7 +241,7 @@ class User {
       if (ms !== null) latencies.push(ms);
       return {
         tag: c.tag, kind: c.kind, target: c.target, effect: c.effect,
-        outcome: c.outcome ?? "pending", version: c.version, ms, conflicts: c.conflicts,
+        outcome: c.outcome ?? "pending", version: c.version, index: c.index, ms, conflicts: c.conflicts,
         sends: c.ids.length, error: c.error,
       };
     });
