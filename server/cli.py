@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="append", default=_env_list("schema"),
                    metavar="DOC_GLOB=FILE.json",
                    help="validate documents matching the glob against a JSON Schema; repeatable")
+    p.add_argument("--ws-deflate", action=argparse.BooleanOptionalAction,
+                   default=_env("ws_deflate", "1") not in ("0", "false", "no"),
+                   help="negotiate permessage-deflate when a client offers it, one compressed "
+                   "frame shared by all (default on)")
+    p.add_argument("--ws-prepared-frames", action=argparse.BooleanOptionalAction,
+                   default=_env("ws_prepared_frames", "1") not in ("0", "false", "no"),
+                   help="build each frame once and write it directly to every subscriber "
+                   "(server.wsfast; default on; off: uvicorn's own WebSocket protocol)")
     p.add_argument("--log-level", default=_env("log_level", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -141,8 +149,12 @@ class RedactTokens(logging.Filter):
         return True
 
 
+WS_PROTOCOL = "server.wsfast:PreparedFrameProtocol"
+
+
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
-        log_level: str = "info") -> None:
+        log_level: str = "info", *, ws_deflate: bool = True,
+        prepared_frames: bool = True) -> None:
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -154,8 +166,10 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         host=host,
         port=port,
         log_level=log_level,
+        ws=WS_PROTOCOL if prepared_frames else "auto",
         ws_max_size=settings.limits.max_frame_bytes,
-        ws_per_message_deflate=False,
+        # uvicorn's own deflate compresses every frame once per connection: only ours shares it
+        ws_per_message_deflate=ws_deflate and prepared_frames,
         timeout_graceful_shutdown=10,
     )
 
@@ -166,4 +180,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings_from_args(args)
     except (OSError, ValueError) as exc:  # unreadable or malformed file named by a flag
         sys.exit(f"error: {exc}")
-    run(settings, args.host, args.port, args.log_level)
+    run(settings, args.host, args.port, args.log_level, ws_deflate=args.ws_deflate,
+        prepared_frames=args.ws_prepared_frames)

@@ -6,6 +6,12 @@ one slow client cannot delay a document or the other clients. A per-connection s
 JSON array of messages (protocol 1) or one concatenated bare array (lesson mode). A client whose
 queue exceeds its bounds while its socket is backed up is closed with 1013; it can resume with
 ``since`` and lose nothing.
+
+With a ``write_now`` callable (the transport's :class:`~server.wsfast.FrameWriter`), a message
+put while the queue is empty and nothing is being sent is written at once, without waking the
+sender task; ``write_now`` refuses (returns False) when the socket is backed up, and the message
+is queued as without it. Messages of :data:`LARGE` characters or more (snapshots) are then sent
+as frames of their own, so their prepared frame is shared by every newcomer to that version.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from .errors import CloseCode
 from .messages import coalesce, coalesce_bare
 
 SendText = Callable[[str], Awaitable[None]]
+WriteNow = Callable[[str], bool]
 
 # at most this many characters go into one coalesced frame (a single larger message still goes)
 MAX_COALESCED = 1 << 20
+# with ``write_now``, a message this large is never coalesced with others
+LARGE = 64 << 10
 
 
 class Outbox:
@@ -32,8 +41,10 @@ class Outbox:
         max_messages: int = 10_000,
         max_bytes: int = 16 << 20,
         on_sent: Callable[[int], None] | None = None,
+        write_now: WriteNow | None = None,
     ) -> None:
         self._send_text = send_text
+        self._write_now = write_now
         self.lesson = lesson
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -65,6 +76,8 @@ class Outbox:
         because the sender has not been scheduled yet is not a slow client."""
         if self.closed:
             return
+        if not self._queue and not self._sending and self._write(frame):
+            return
         self._queue.append(frame)
         self._bytes += len(frame)
         if self._sending and (
@@ -79,6 +92,11 @@ class Outbox:
         """Queue a catch-up (snapshot or resumed patches) ahead of any live message."""
         if self.closed:
             return
+        if not self._queue and not self._sending:
+            written = 0
+            while written < len(frames) and self._write(frames[written]):
+                written += 1
+            frames = frames[written:]
         # behind any earlier backlog, ahead of live messages (the catch-up comes first)
         live = [self._queue.pop() for _ in range(len(self._queue) - self._backlog)]
         for frame in frames:
@@ -101,10 +119,26 @@ class Outbox:
         self._wakeup.set()
         self.done.set()
 
+    def _write(self, frame: str) -> bool:
+        """Write one message now through ``write_now``, if it accepts it."""
+        if self._write_now is None or not self._write_now(frame):
+            return False
+        self._sent(len(frame))
+        return True
+
+    def _sent(self, size: int) -> None:
+        self.sent_frames += 1
+        self.sent_bytes += size
+        if self._on_sent is not None:
+            self._on_sent(size)
+
     def _take(self) -> str:
         frames: list[str] = []
         size = 0
+        alone = self._write_now is not None  # large messages go in frames of their own
         while self._queue and (not frames or size + len(self._queue[0]) <= MAX_COALESCED):
+            if alone and frames and (len(frames[0]) >= LARGE or len(self._queue[0]) >= LARGE):
+                break
             frame = self._queue.popleft()
             size += len(frame)
             frames.append(frame)
@@ -127,7 +161,4 @@ class Outbox:
                     await self._send_text(frame)
                 finally:
                     self._sending = False
-                self.sent_frames += 1
-                self.sent_bytes += len(frame)
-                if self._on_sent is not None:
-                    self._on_sent(len(frame))
+                self._sent(len(frame))

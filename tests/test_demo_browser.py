@@ -94,7 +94,7 @@ def _offline_except(context: BrowserContext, server: ServerProcess) -> None:
 def server_state(server: ServerProcess) -> tuple[int, dict[str, Any]]:
     response = httpx.get(f"{server.url}/state", timeout=5)
     response.raise_for_status()
-    return int(response.headers["etag"].strip('"')), response.json()
+    return int(response.headers["etag"].removeprefix("W/").strip('"')), response.json()
 
 
 def shown_gifts(page: Page) -> list[tuple[str, str]]:
