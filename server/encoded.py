@@ -91,17 +91,19 @@ class DerivedCache:
         return entry[1]
 
     def put(self, text: str, variant: Hashable, value: bytes) -> None:
-        if len(value) > self.max_bytes // 4:
+        # the text counts too: an entry may be the last thing that keeps it alive
+        size = len(text) + len(value)
+        if size > self.max_bytes // 4:
             return  # too large to keep: it would push out everything else
         key = (id(text), variant)
         old = self._entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(old[1])
+            self.bytes -= len(old[0]) + len(old[1])
         self._entries[key] = (text, value)
-        self.bytes += len(value)
+        self.bytes += size
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.bytes -= len(evicted)
+            _, (old_text, evicted) = self._entries.popitem(last=False)
+            self.bytes -= len(old_text) + len(evicted)
 
     def get(self, text: str, variant: Hashable, build: Build, *, keep: bool = True) -> bytes:
         """The value for (text, variant), built now (on this thread) if it is not cached."""

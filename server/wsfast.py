@@ -25,7 +25,7 @@ import asyncio
 import logging
 import struct
 import zlib
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from uvicorn.config import Config
@@ -45,7 +45,10 @@ from .encoded import THREAD_BYTES, DerivedCache
 EXTENSION = "immer.prepared_frames"
 # a message shorter than this (in characters) is sent uncompressed even when deflate is on
 MIN_DEFLATE = 256
-DEFLATE_LEVEL = 6
+# a frame shared by many (a publication, a snapshot) is worth level 6; a coalesced frame is
+# built for one connection, so it gets the cheap level 1
+SHARED_LEVEL = 6
+ONCE_LEVEL = 1
 
 # frames by (text object, variant): variant 0 is uncompressed, 9..15 deflate with that window
 FRAMES = DerivedCache(max_entries=4096, max_bytes=128 << 20)
@@ -71,11 +74,11 @@ def text_frame(text: str) -> bytes:
     return _header(len(payload), False) + payload
 
 
-def deflate_frame(text: str, wbits: int) -> bytes:
+def deflate_frame(text: str, wbits: int, level: int = SHARED_LEVEL) -> bytes:
     """A permessage-deflate text frame compressed on its own (RFC 7692 7.2.1: a sync flush with
     its final ``00 00 ff ff`` removed); uncompressed (RSV1 clear) when that is not smaller."""
     payload = text.encode()
-    compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -wbits)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -wbits)
     data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
     data = data[:-4]
     if len(data) >= len(payload):
@@ -83,10 +86,10 @@ def deflate_frame(text: str, wbits: int) -> bytes:
     return _header(len(data), True) + data
 
 
-def _builder(variant: int) -> Any:
+def _builder(variant: int, level: int = SHARED_LEVEL) -> Callable[[str], bytes]:
     if variant == 0:
         return text_frame
-    return lambda text: deflate_frame(text, variant)
+    return lambda text: deflate_frame(text, variant, level)
 
 
 class FrameWriter:
@@ -122,12 +125,19 @@ class FrameWriter:
         return True
 
     async def send(self, text: str) -> None:
-        """Write ``text`` once the transport accepts more (like an ASGI ``websocket.send``)."""
+        """Write ``text`` once the transport accepts more (like an ASGI ``websocket.send``).
+
+        The sender task's path: a queued publication (whose frame is usually built already),
+        a snapshot (built in a worker thread, once per version), or a coalesced frame (built
+        for this connection only, not kept)."""
         p = self._protocol
         variant = self._variant(text)
-        frame = await FRAMES.get_async(text, variant, _builder(variant)) \
-            if len(text) >= THREAD_BYTES else FRAMES.get(text, variant, _builder(variant),
-                                                         keep=False)
+        frame = FRAMES.peek(text, variant)
+        if frame is None:
+            if len(text) >= THREAD_BYTES:
+                frame = await FRAMES.get_async(text, variant, _builder(variant))
+            else:
+                frame = _builder(variant, ONCE_LEVEL)(text)
         await p.writable.wait()
         if not self._open():
             raise ClientDisconnected()

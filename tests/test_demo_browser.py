@@ -265,3 +265,23 @@ def test_server_that_lost_its_data(demo_server: ServerProcess, open_demo: OpenDe
     descriptions = [item["description"] for item in state["gifts"]]
     assert "Forgotten" not in descriptions
     assert descriptions.count("Made offline") == 1
+
+
+def test_chromium_negotiates_shared_deflate(demo_server: ServerProcess,
+                                            open_demo: OpenDemo) -> None:
+    """Chromium offers permessage-deflate and the server takes it (one compressed frame shared
+    by all): a socket opened by the page reports it, and its snapshot arrives whole."""
+    page = open_demo(demo_server, 1)
+    extensions, snapshot = page.evaluate("""() => new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/ws`);
+        ws.onerror = reject;
+        ws.onmessage = (event) => {
+            const data = JSON.parse(event.data);
+            resolve([ws.extensions, Array.isArray(data) ? data[0] : data]);
+            ws.close();
+        };
+    })""")
+    assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+    version, state = server_state(demo_server)
+    assert snapshot["type"] == "snapshot" and snapshot["version"] == version
+    assert snapshot["state"] == state
