@@ -170,12 +170,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def assess(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     s = TARGET_S if TARGET_S in results else max(results)
     row = results[s]
-    out = []
+    out: list[dict[str, Any]] = []
+    if "lesson" not in row:
+        return out
     lesson = row["lesson"]
     for target in ("ours", "ours-sqlite"):
         if target not in row:
             continue
         ours = row[target]
+        if "saturate" not in ours or "saturate" not in lesson:
+            continue
         ratio = ours["saturate"]["patches_per_s"] / lesson["saturate"]["patches_per_s"]
         out.append(
             {
@@ -187,6 +191,8 @@ def assess(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
             }
         )
         for phase in ("saturate", "paced"):
+            if phase not in ours or phase not in lesson:
+                continue  # no latency samples in that phase (a run failed): nothing to judge
             q = ours[phase]["p99_ms"] / lesson[phase]["p99_ms"]
             out.append(
                 {
@@ -209,9 +215,12 @@ def print_tables(
 ) -> str:
     rows = []
     for s, by_target in results.items():
-        lesson = by_target["lesson"]["saturate"]["patches_per_s"] if "lesson" in by_target \
-            else float("nan")
+        lesson = by_target.get("lesson", {}).get("saturate", {}).get("patches_per_s",
+                                                                       float("nan"))
         for target, x in by_target.items():
+            if "saturate" not in x or "paced" not in x:
+                print(f"S={s} {target}: a phase has no samples: {x}")
+                continue
             sat, paced = x["saturate"], x["paced"]
             rows.append(
                 [
