@@ -278,7 +278,8 @@ def plot(
     width = 0.8 / len(targets)
     for k, target in enumerate(targets):
         xs = [i + (k - (len(targets) - 1) / 2) * width for i in range(len(subs))]
-        rows = [results[s].get(target) for s in subs]
+        rows = [r if r and "saturate" in r and "paced" in r else None
+                for r in (results[s].get(target) for s in subs)]
         axes[0].bar(
             xs,
             [r["saturate"]["patches_per_s"] if r else 0 for r in rows],

@@ -119,6 +119,12 @@ class FrameWriter:
         """Write ``text`` now, if the connection is open and its transport is not backed up
         (and its frame is at hand, or cheap to build here); False: nothing was written."""
         p = self._protocol
+        pending = self._pending
+        if pending is not None:  # accepted earlier in this turn: the checks below were made
+            frame = FRAMES.peek(text, self._variant(text))
+            if frame is not None:
+                pending.append(frame)
+                return True
         if not p.writable.is_set() or not self._open():
             return False
         variant = self._variant(text)
