@@ -51,7 +51,7 @@ SHARED_LEVEL = 6
 ONCE_LEVEL = 1
 
 # frames by (text object, variant): variant 0 is uncompressed, 9..15 deflate with that window
-FRAMES = DerivedCache(max_entries=4096, max_bytes=128 << 20)
+FRAMES = DerivedCache(max_entries=4096, max_bytes=64 << 20)
 
 _DEFLATE = ServerPerMessageDeflateFactory(
     server_no_context_takeover=True,
