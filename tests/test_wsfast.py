@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from .clients import Message, WsClient
@@ -157,3 +158,32 @@ def test_without_prepared_frames_or_deflate(server_factory: ServerFactory,
         a.patch(1, [{"op": "add", "path": ["x"], "value": "z" * 1000}])
         assert b.until(lambda m: m["type"] == "patch")["version"] == 1
         assert a.expect("ack")["version"] == 1
+
+
+def test_a_compressed_frame_over_the_limit_is_1009(server_factory: ServerFactory) -> None:
+    """The limit applies to the message as decompressed: 20 KB of one letter deflate to a
+    few dozen bytes, and are still refused."""
+    server = server_factory("--max-frame-bytes", "1000")
+    with WsClient(server.ws_url("/ws/limit")) as c:
+        assert c.ws.protocol.extensions  # the client compresses what it sends
+        c.until(lambda m: m["type"] == "synced")
+        c.send('{"type":"patch","id":1,"patches":[],"pad":"' + "x" * 20_000 + '"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            c.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_graceful_shutdown_closes_with_1012(server_factory: ServerFactory) -> None:
+    server = server_factory()
+    url = server.ws_url("/ws/bye")
+    with WsClient(url) as zipped, WsClient(url, compression=None) as plain:
+        for c in (zipped, plain):
+            c.until(lambda m: m["type"] == "synced")
+        zipped.patch(1, [{"op": "add", "path": ["a"], "value": "z" * 500}])
+        assert plain.until(lambda m: m["type"] == "patch")["version"] == 1
+        server.stop()  # SIGTERM: uvicorn closes every WebSocket with 1012, then exits
+        assert "Finished server process" in server.log()
+        for c in (zipped, plain):
+            with pytest.raises(ConnectionClosed) as closed:
+                c.until(lambda m: False)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
