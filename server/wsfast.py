@@ -93,19 +93,13 @@ def _builder(variant: int, level: int = SHARED_LEVEL) -> Callable[[str], bytes]:
 
 
 class FrameWriter:
-    """Writes a text message to one connection as a prepared frame shared with others.
+    """Writes a text message to one connection as a prepared frame shared with others."""
 
-    Frames written with :meth:`try_write` during one turn of the event loop (one round of
-    publications) go to the socket together at the end of it, in one ``transport.write``: one
-    system call per connection per round, not per message. Anything else written to the
-    connection (a frame from :meth:`send`, uvicorn's close frame) flushes them first."""
-
-    __slots__ = ("_pending", "_protocol", "_wbits")
+    __slots__ = ("_protocol", "_wbits")
 
     def __init__(self, protocol: PreparedFrameProtocol, wbits: int) -> None:
         self._protocol = protocol
         self._wbits = wbits  # 0: no compression negotiated
-        self._pending: list[bytes] | None = None
 
     def _variant(self, text: str) -> int:
         return self._wbits if self._wbits and len(text) >= MIN_DEFLATE else 0
@@ -119,12 +113,6 @@ class FrameWriter:
         """Write ``text`` now, if the connection is open and its transport is not backed up
         (and its frame is at hand, or cheap to build here); False: nothing was written."""
         p = self._protocol
-        pending = self._pending
-        if pending is not None:  # accepted earlier in this turn: the checks below were made
-            frame = FRAMES.peek(text, self._variant(text))
-            if frame is not None:
-                pending.append(frame)
-                return True
         if not p.writable.is_set() or not self._open():
             return False
         variant = self._variant(text)
@@ -133,19 +121,8 @@ class FrameWriter:
             if variant and len(text) >= THREAD_BYTES:
                 return False  # compressing it would hold the event loop: the sender does it
             frame = FRAMES.get(text, variant, _builder(variant))
-        if self._pending is None:
-            self._pending = [frame]
-            p.loop.call_soon(self.flush)
-        else:
-            self._pending.append(frame)
+        p.transport.write(frame)
         return True
-
-    def flush(self) -> None:
-        """Write what :meth:`try_write` accepted (dropped if the connection closed since)."""
-        pending, self._pending = self._pending, None
-        if pending and self._open():
-            self._protocol.transport.write(pending[0] if len(pending) == 1
-                                           else b"".join(pending))
 
     async def send(self, text: str) -> None:
         """Write ``text`` once the transport accepts more (like an ASGI ``websocket.send``).
@@ -164,7 +141,6 @@ class FrameWriter:
         await p.writable.wait()
         if not self._open():
             raise ClientDisconnected()
-        self.flush()
         p.transport.write(frame)
 
 
@@ -179,8 +155,6 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
             self.conn = ServerProtocol(extensions=[_DEFLATE], max_size=config.ws_max_size,
                                        logger=logging.getLogger("uvicorn.error"))
 
-    writer: FrameWriter | None = None
-
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code != 101:
@@ -189,19 +163,8 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
         for extension in self.conn.extensions:
             if isinstance(extension, PerMessageDeflate) and extension.local_no_context_takeover:
                 wbits = extension.local_max_window_bits
-        self.writer = FrameWriter(self, wbits)
         # the ASGI task starts on the next loop iteration: it sees this in its scope
-        self.scope["extensions"][EXTENSION] = {"writer": self.writer}
-
-    async def send(self, message: Any) -> None:
-        if self.writer is not None:
-            self.writer.flush()  # frames accepted earlier go first (before a close frame)
-        await super().send(message)
-
-    def shutdown(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-        super().shutdown()
+        self.scope["extensions"][EXTENSION] = {"writer": FrameWriter(self, wbits)}
 
 
 def frame_writer(scope: MutableMapping[str, Any]) -> FrameWriter | None:

@@ -32,22 +32,35 @@ class Transport:
         return self.direct + self.sent
 
 
-def test_direct_writes_wake_no_task_and_queue_when_refused() -> None:
+async def turn() -> None:
+    """Let the callbacks of this turn of the loop (the outbox's end-of-turn write) run."""
+    await asyncio.sleep(0)
+
+
+def test_direct_writes_at_the_end_of_the_turn_and_queue_when_refused() -> None:
     async def main() -> None:
         t = Transport()
         out = Outbox(t.send_text, write_now=t.write_now)
         runner = asyncio.create_task(out.run())
         out.put('{"a":1}')
-        assert t.direct == ['{"a":1}'] and out.depth == 0 and out.sent_frames == 1
-        t.open = False  # backed up: queued, and everything after it too, in order
+        assert t.direct == [] and out.depth == 0
+        await turn()
+        assert t.direct == ['{"a":1}'] and out.sent_frames == 1  # one message: as it is
         out.put('{"b":2}')
-        t.open = True
         out.put('{"c":3}')
-        assert t.direct == ['{"a":1}'] and out.depth == 2
-        await asyncio.sleep(0)
-        assert t.sent == ['[{"b":2},{"c":3}]'] and out.depth == 0 and out.sent_frames == 2
-        out.put('{"d":4}')  # the queue is empty again: direct
-        assert t.direct[-1] == '{"d":4}'
+        await turn()
+        assert t.direct[-1] == '[{"b":2},{"c":3}]'  # a round: coalesced, one frame
+        t.open = False  # backed up: queued for the sender, and what follows too, in order
+        out.put('{"d":4}')
+        await turn()
+        t.open = True
+        out.put('{"e":5}')
+        assert out.depth == 2
+        await turn()
+        assert t.sent == ['[{"d":4},{"e":5}]'] and out.depth == 0 and out.sent_frames == 3
+        out.put('{"f":6}')  # the queue is empty again: direct
+        await turn()
+        assert t.direct[-1] == '{"f":6}'
         out.shutdown(None)
         await runner
 
@@ -62,7 +75,8 @@ def test_slow_consumer_rule_is_unchanged() -> None:
         t.open = False
         t.release.clear()  # the socket does not drain: the sender stays in send_text
         out.put("1")
-        await asyncio.sleep(0)
+        await turn()  # refused: queued, the sender takes it and stays in send_text
+        await turn()
         for i in range(2, 6):
             out.put(str(i))
         assert out.closed and out.close_code == CloseCode.TRY_AGAIN_LATER
@@ -79,11 +93,16 @@ def test_backlog_is_written_directly_and_the_rest_queued_in_order() -> None:
         big = '{"type":"snapshot","state":"' + "x" * LARGE + '"}'
         out.put_backlog([big, '{"type":"synced"}'])
         assert t.direct == [big, '{"type":"synced"}']
+        out.put('{"type":"live"}')  # a live message of this turn, then a catch-up: it goes first
+        out.put_backlog(['{"type":"snapshot"}'])
+        await turn()
+        assert t.sent == ['[{"type":"snapshot"},{"type":"live"}]']
+        t.sent.clear()
         t.open = False
         out.put_backlog([big, '{"type":"synced"}'])
         out.put('{"type":"patch"}')
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn()
+        await turn()
         # the large message goes alone (its prepared frame is shared); the rest coalesce
         assert t.sent == [big, '[{"type":"synced"},{"type":"patch"}]']
         out.shutdown(None)
