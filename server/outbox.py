@@ -21,12 +21,20 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from .errors import CloseCode
 from .messages import coalesce, coalesce_bare
 
 SendText = Callable[[str], Awaitable[None]]
-WriteNow = Callable[[str], bool]
+
+
+class WriteNow(Protocol):
+    """Write a text now, or refuse (False). ``shared``: the text is a message that other
+    connections get too (worth preparing once), not a coalesced frame for this one only."""
+
+    def __call__(self, text: str, shared: bool = True, /) -> bool: ...
+
 
 # at most this many characters go into one coalesced frame (a single larger message still goes)
 MAX_COALESCED = 1 << 20
@@ -139,7 +147,8 @@ class Outbox:
         while start < len(frames) and not self.closed:
             end = _group_end(frames, start)
             group = frames[start:end]
-            if not self._write(group[0] if len(group) == 1 else self._coalesce(group)):
+            if not (self._write(group[0]) if len(group) == 1
+                    else self._write(self._coalesce(group), shared=False)):
                 break
             start = end
         if start < len(frames) and not self.closed:
@@ -150,9 +159,9 @@ class Outbox:
     def _coalesce(self, frames: list[str]) -> str:
         return coalesce_bare(frames) if self.lesson else coalesce(frames)
 
-    def _write(self, frame: str) -> bool:
-        """Write one message now through ``write_now``, if it accepts it."""
-        if self._write_now is None or not self._write_now(frame):
+    def _write(self, frame: str, shared: bool = True) -> bool:
+        """Write one frame's text now through ``write_now``, if it accepts it."""
+        if self._write_now is None or not self._write_now(frame, shared):
             return False
         self._sent(len(frame))
         return True

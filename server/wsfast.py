@@ -45,10 +45,9 @@ from .encoded import THREAD_BYTES, DerivedCache
 EXTENSION = "immer.prepared_frames"
 # a message shorter than this (in characters) is sent uncompressed even when deflate is on
 MIN_DEFLATE = 256
-# a frame shared by many (a publication, a snapshot) is worth level 6; a coalesced frame is
-# built for one connection, so it gets the cheap level 1
+# a frame shared by many (a publication, a snapshot) is compressed once, at level 6; a
+# coalesced frame is built for one connection under load, and sent uncompressed unless large
 SHARED_LEVEL = 6
-ONCE_LEVEL = 1
 
 # frames by (text object, variant): variant 0 is uncompressed, 9..15 deflate with that window
 FRAMES = DerivedCache(max_entries=4096, max_bytes=64 << 20)
@@ -109,13 +108,21 @@ class FrameWriter:
         return not (p.close_sent or p.disconnected or p.conn.state is not State.OPEN
                     or p.transport.is_closing())
 
-    def try_write(self, text: str) -> bool:
+    def try_write(self, text: str, shared: bool = True) -> bool:
         """Write ``text`` now, if the connection is open and its transport is not backed up
-        (and its frame is at hand, or cheap to build here); False: nothing was written."""
+        (and its frame is at hand, or cheap to build here); False: nothing was written.
+        ``shared``: other connections get the same text (its frame is cached); else it is a
+        coalesced frame for this connection only, sent uncompressed (compressing it per
+        connection is what shared frames avoid) unless it is large."""
         p = self._protocol
         if not p.writable.is_set() or not self._open():
             return False
         variant = self._variant(text)
+        if not shared:
+            if variant and len(text) >= THREAD_BYTES:
+                return False  # the sender compresses it, off the event loop
+            p.transport.write(text_frame(text))
+            return True
         frame = FRAMES.peek(text, variant)
         if frame is None:
             if variant and len(text) >= THREAD_BYTES:
@@ -128,8 +135,8 @@ class FrameWriter:
         """Write ``text`` once the transport accepts more (like an ASGI ``websocket.send``).
 
         The sender task's path: a queued publication (whose frame is usually built already),
-        a snapshot (built in a worker thread, once per version), or a coalesced frame (built
-        for this connection only, not kept)."""
+        a snapshot (built in a worker thread, once per version), or a coalesced frame (for
+        this connection only: not kept, and uncompressed unless large)."""
         p = self._protocol
         variant = self._variant(text)
         frame = FRAMES.peek(text, variant)
@@ -137,7 +144,7 @@ class FrameWriter:
             if len(text) >= THREAD_BYTES:
                 frame = await FRAMES.get_async(text, variant, _builder(variant))
             else:
-                frame = _builder(variant, ONCE_LEVEL)(text)
+                frame = text_frame(text)
         await p.writable.wait()
         if not self._open():
             raise ClientDisconnected()

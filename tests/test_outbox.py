@@ -18,7 +18,7 @@ class Transport:
         self.release = asyncio.Event()
         self.release.set()
 
-    def write_now(self, text: str) -> bool:
+    def write_now(self, text: str, shared: bool = True) -> bool:
         if self.open:
             self.direct.append(text)
         return self.open
