@@ -47,7 +47,7 @@ def _etag_versions(header: str, weak: bool = True) -> set[str]:
 
 # compressed state bodies, one per version and coding (the hub hands every reader of a version
 # the same serialized text)
-_BODIES = encoded.DerivedCache(max_entries=256, max_bytes=64 << 20)
+_BODIES = encoded.DerivedCache(max_entries=16, max_bytes=64 << 20)
 
 
 async def _state_response(request: Request, version: int, body: str, *,

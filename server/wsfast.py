@@ -50,7 +50,15 @@ MIN_DEFLATE = 256
 SHARED_LEVEL = 6
 
 # frames by (text object, variant): variant 0 is uncompressed, 9..15 deflate with that window
-FRAMES = DerivedCache(max_entries=4096, max_bytes=64 << 20)
+# A publication's frame is needed while it fans out (and by subscribers that send it a little
+# later from their queue), so the cache of small frames is small; snapshots (large texts) get
+# their own, so that a stream of publications does not push them out.
+FRAMES = DerivedCache(max_entries=256, max_bytes=8 << 20)
+LARGE_FRAMES = DerivedCache(max_entries=16, max_bytes=128 << 20)  # a 16 MiB document fits
+
+
+def _cache(text: str) -> DerivedCache:
+    return LARGE_FRAMES if len(text) >= THREAD_BYTES else FRAMES
 
 _DEFLATE = ServerPerMessageDeflateFactory(
     server_no_context_takeover=True,
@@ -123,11 +131,12 @@ class FrameWriter:
                 return False  # the sender compresses it, off the event loop
             p.transport.write(text_frame(text))
             return True
-        frame = FRAMES.peek(text, variant)
+        cache = _cache(text)
+        frame = cache.peek(text, variant)
         if frame is None:
             if variant and len(text) >= THREAD_BYTES:
                 return False  # compressing it would hold the event loop: the sender does it
-            frame = FRAMES.get(text, variant, _builder(variant))
+            frame = cache.get(text, variant, _builder(variant))
         p.transport.write(frame)
         return True
 
@@ -139,10 +148,10 @@ class FrameWriter:
         this connection only: not kept, and uncompressed unless large)."""
         p = self._protocol
         variant = self._variant(text)
-        frame = FRAMES.peek(text, variant)
+        frame = _cache(text).peek(text, variant)
         if frame is None:
             if len(text) >= THREAD_BYTES:
-                frame = await FRAMES.get_async(text, variant, _builder(variant))
+                frame = await LARGE_FRAMES.get_async(text, variant, _builder(variant))
             else:
                 frame = text_frame(text)
         await p.writable.wait()
