@@ -6,7 +6,17 @@ Side by side in the same run, each on a fresh server per run:
 - ``starlette``: the same relay in Python (``relay/starlette_relay.py`` under uvicorn), no
   authority: the cost of Python;
 - ``ours``: our server with the memory store (the relays persist nothing either), and
-  ``ours-sqlite`` with the durable default store: the cost of authority (and of durability).
+  ``ours-sqlite`` with the durable default store: the cost of authority (and of durability);
+- ``ours-deflate``: ``ours`` with subscribers that offer permessage-deflate, as browsers do (the
+  server compresses each publication once for all of them);
+- ``ours-uvicorn``: ``ours`` with ``--no-ws-prepared-frames`` (uvicorn writes every frame per
+  subscriber, one sender task woken per subscriber per patch): the gain of prepared frames.
+
+CPU per delivery is the server's CPU seconds over the deliveries of the phase.
+
+Mode ``--idle 1000,5000``: S idle subscribers and a writer sending a small patch every 100 ms;
+the time until every subscriber has a patch (p50/p99), the time to connect the S, and the
+server's memory per connection (RSS after connecting less RSS before, over S).
 
 The load generator (``node/fanout_client.mjs``) is one Node process holding the S subscribers and
 the writer; every patch carries its send time. Phase ``saturate`` keeps a window of patches in
@@ -15,6 +25,7 @@ fixed rate below saturation (latency). The CPU use of the server and of the load
 reported for each phase (1.0 = one core busy): the side near 1.0 is the one saturated.
 
     python -m benchmarks.fanout [--quick] [--subscribers 10,100,1000] [--runs 3]
+    python -m benchmarks.fanout --idle 1000,5000 [--targets lesson,ours,ours-deflate]
 """
 
 from __future__ import annotations
@@ -45,7 +56,11 @@ LABELS = {
     "starlette": "lesson relay (Starlette)",
     "ours": "ours (memory store)",
     "ours-sqlite": "ours (SQLite store)",
+    "ours-deflate": "ours, clients offer deflate",
+    "ours-uvicorn": "ours, uvicorn frames (before)",
 }
+IDLE_TARGETS = ("lesson", "ours", "ours-deflate")
+IDLE_RATE = 10  # patches/s in the idle mode
 
 
 def paced_rate(subscribers: int) -> int:
@@ -65,6 +80,9 @@ def _servers(tmp: Path) -> dict[str, Callable[[str], AbstractContextManager[Proc
         "starlette": starlette_relay,
         "ours": lambda name: our_server(name, ["--store", "memory://"]),
         "ours-sqlite": sqlite,
+        "ours-deflate": lambda name: our_server(name, ["--store", "memory://"]),
+        "ours-uvicorn": lambda name: our_server(
+            name, ["--store", "memory://", "--no-ws-prepared-frames"]),
     }
 
 
@@ -79,6 +97,7 @@ def one_run(
     server: Callable[[str], AbstractContextManager[Proc]],
     s: int,
     timing: dict[str, float],
+    paced: int | None = None,
 ) -> dict[str, Any]:
     with server(f"fanout-{target}-{s}") as proc:
         background = wait_for_quiet()
@@ -93,16 +112,21 @@ def one_run(
                 "window": timing["window"],
                 "warmupS": timing["warmup"],
                 "saturateS": timing["seconds"],
-                "pacedRate": paced_rate(s),
-                "pacedS": timing["seconds"],
+                "pacedRate": paced or paced_rate(s),
+                "pacedS": timing.get("paced", timing["seconds"]),
                 "payloadBytes": 100,
                 "serverPid": proc.pid,
+                "deflate": target == "ours-deflate",
             },
             timeout=600,
         )
         out["server_rss"] = proc.rss()
         out["background_before"] = background
     return out
+
+
+def _median(values: list[float]) -> float:
+    return report.median(values) if values else float("nan")
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,6 +141,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not phases:
             continue
         out[name] = {
+            "cpu_us_per_delivery": _median(
+                [1e6 * p["cpu_server"] / p["deliveries_per_s"] for p in phases
+                 if p["cpu_server"] is not None and p["deliveries_per_s"]]),
+            "complete_p50_ms": _median([p["complete_ms"]["p50"] for p in phases
+                                              if p["complete_ms"]["samples"]]),
+            "complete_p99_ms": _median([p["complete_ms"]["p99"] for p in phases
+                                              if p["complete_ms"]["samples"]]),
             "patches_per_s": report.median([p["patches_per_s"] for p in phases]),
             "patches_per_s_runs": [p["patches_per_s"] for p in phases],
             "deliveries_per_s": report.median([p["deliveries_per_s"] for p in phases]),
@@ -129,18 +160,26 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "offered_patches_per_s": phases[0].get("offered_patches_per_s"),
         }
     out["server_rss"] = report.median([r["server_rss"] for r in runs])
+    out["connect_s"] = report.median([r["connect_s"] for r in runs])
+    per_conn = [(r["rss_connected"] - r["rss_before"]) / r["subscribers"] for r in runs
+                if r.get("rss_connected") and r.get("rss_before")]
+    out["rss_per_connection"] = report.median(per_conn) if per_conn else None
     return out
 
 
 def assess(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     s = TARGET_S if TARGET_S in results else max(results)
     row = results[s]
-    out = []
+    out: list[dict[str, Any]] = []
+    if "lesson" not in row:
+        return out
     lesson = row["lesson"]
     for target in ("ours", "ours-sqlite"):
         if target not in row:
             continue
         ours = row[target]
+        if "saturate" not in ours or "saturate" not in lesson:
+            continue
         ratio = ours["saturate"]["patches_per_s"] / lesson["saturate"]["patches_per_s"]
         out.append(
             {
@@ -152,6 +191,8 @@ def assess(results: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
             }
         )
         for phase in ("saturate", "paced"):
+            if phase not in ours or phase not in lesson:
+                continue  # no latency samples in that phase (a run failed): nothing to judge
             q = ours[phase]["p99_ms"] / lesson[phase]["p99_ms"]
             out.append(
                 {
@@ -174,8 +215,12 @@ def print_tables(
 ) -> str:
     rows = []
     for s, by_target in results.items():
-        lesson = by_target["lesson"]["saturate"]["patches_per_s"]
+        lesson = by_target.get("lesson", {}).get("saturate", {}).get("patches_per_s",
+                                                                       float("nan"))
         for target, x in by_target.items():
+            if "saturate" not in x or "paced" not in x:
+                print(f"S={s} {target}: a phase has no samples: {x}")
+                continue
             sat, paced = x["saturate"], x["paced"]
             rows.append(
                 [
@@ -188,10 +233,12 @@ def print_tables(
                     sat["p99_ms"],
                     _cpus(sat),
                     report.saturated_side(sat["cpu_server"], sat["cpu_client"], sat["cpu_other"]),
+                    sat["cpu_us_per_delivery"],
                     f"{paced['patches_per_s']:.0f}/{paced['offered_patches_per_s']}",
                     paced["p50_ms"],
                     paced["p99_ms"],
                     _cpus(paced),
+                    paced["cpu_us_per_delivery"],
                 ]
             )
     text = report.table(
@@ -205,10 +252,12 @@ def print_tables(
             "p99 ms",
             "CPU server / loadgen / other",
             "saturated side",
+            "server CPU us/delivery",
             "paced: delivered/offered",
             "paced p50 ms",
             "paced p99 ms",
             "paced CPU server / loadgen / other",
+            "paced server CPU us/delivery",
         ],
         rows,
     )
@@ -229,7 +278,8 @@ def plot(
     width = 0.8 / len(targets)
     for k, target in enumerate(targets):
         xs = [i + (k - (len(targets) - 1) / 2) * width for i in range(len(subs))]
-        rows = [results[s].get(target) for s in subs]
+        rows = [r if r and "saturate" in r and "paced" in r else None
+                for r in (results[s].get(target) for s in subs)]
         axes[0].bar(
             xs,
             [r["saturate"]["patches_per_s"] if r else 0 for r in rows],
@@ -295,6 +345,46 @@ def run(
     return data
 
 
+def run_idle(subscribers: tuple[int, ...], runs: int, targets: tuple[str, ...],
+             seconds: float = 5.0) -> dict[str, Any]:
+    """Many idle subscribers, a small patch every 100 ms: time until all have it, connect
+    time, memory per connection."""
+    timing = {"warmup": 1.0, "seconds": 0.0, "paced": seconds, "window": 1}
+    QUIET_TIMEOUT.update(seconds=3.0, budget=30.0)  # ratios within one run matter here
+    machine = report.machine()
+    print(f"fanout --idle on {report.machine_line(machine)}\n{runs} runs, {timing}\n")
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
+        servers = _servers(Path(tmp))
+        for s in subscribers:
+            samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            for k in range(runs):
+                for target in targets:
+                    print(f"  idle S={s} run {k + 1}/{runs} {target} ...", flush=True)
+                    samples[target].append(
+                        one_run(target, servers[target], s, timing, paced=IDLE_RATE))
+            results[s] = {t: summarize(v) for t, v in samples.items()}
+    rows = []
+    for s, by_target in results.items():
+        for target, x in by_target.items():
+            paced = x["paced"]
+            per_conn = x["rss_per_connection"]
+            rows.append([s, LABELS[target], paced["complete_p50_ms"], paced["complete_p99_ms"],
+                         paced["p99_ms"], x["connect_s"],
+                         per_conn / 1024 if per_conn is not None else float("nan"),
+                         paced["cpu_server"], paced["cpu_us_per_delivery"]])
+    text = report.table(
+        ["S", "target", "all have it p50 ms", "all have it p99 ms", "per-delivery p99 ms",
+         "connect s", "server KiB/connection", "server CPU (cores)", "server CPU us/delivery"],
+        rows,
+    )
+    print(text)
+    data = {"benchmark": "fanout_idle", "machine": machine, "runs": runs, "timing": timing,
+            "rate": IDLE_RATE, "results": {str(s): r for s, r in results.items()}}
+    report.publish(report.results_dir(False), "fanout_idle", data, text, machine)
+    return data
+
+
 def _ints(text: str) -> Iterator[int]:
     return (int(x) for x in text.split(","))
 
@@ -304,10 +394,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="S=10 only, one short run")
     parser.add_argument("--subscribers", help="comma-separated S values (default 10,100,1000)")
     parser.add_argument("--runs", type=int, help="runs per configuration (median; default 3)")
-    parser.add_argument("--targets", default=",".join(LABELS))
+    parser.add_argument("--targets", help=f"comma-separated (default {','.join(LABELS)}; "
+                        f"with --idle {','.join(IDLE_TARGETS)})")
+    parser.add_argument("--idle", help="comma-separated S: the idle many-subscribers mode")
+    parser.add_argument("--seconds", type=float, default=5.0, help="--idle: seconds measured")
     args = parser.parse_args(argv)
     subs = tuple(_ints(args.subscribers)) if args.subscribers else None
-    run(args.quick, subs, args.runs, tuple(args.targets.split(",")))
+    if args.idle:
+        targets = tuple(args.targets.split(",")) if args.targets else IDLE_TARGETS
+        run_idle(tuple(_ints(args.idle)), args.runs or 1, targets, args.seconds)
+        return
+    targets = tuple(args.targets.split(",")) if args.targets else tuple(LABELS)
+    run(args.quick, subs, args.runs, targets)
 
 
 if __name__ == "__main__":

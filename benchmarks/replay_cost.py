@@ -20,6 +20,12 @@ to the converged state and the bytes it received are reported, with the server's
 loading. The state a joiner reaches is checked against the workload's final state.
 
     python -m benchmarks.replay_cost [--quick] [--sizes 1000,10000,100000] [--with-1m]
+
+Mode ``--joiners`` (``[--sizes 100000] [--repeat 7]``): the gifts list after H edits on our
+server with its defaults, joined by clients that offer permessage-deflate (as browsers do) and by
+clients that do not: bytes on the wire, join time (beside the parse floor), and the server's CPU
+for 1 and for 100 newcomers to one fresh version (each after more than ``max_join_tail`` edits,
+so the snapshot is serialized and compressed anew); and ``GET /state`` with and without gzip.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from websockets.sync.client import connect
 
@@ -93,6 +100,7 @@ def _joins(mode: str, url: str, expected: Path, repeat: int, **extra: Any) -> di
         "ms_max": max(r["ms"] for r in warm),
         "ms_cold": runs[0]["ms"],
         "bytes": runs[0]["bytes"],
+        "wire_bytes": runs[0].get("wireBytes"),
         "frames": runs[0]["frames"],
         "messages": runs[0]["messages"],
         "converged": out["converged"],
@@ -452,6 +460,101 @@ def run(
     return data
 
 
+JOINER_COUNTS = (1, 100)
+
+
+def _fresh_version(proc: Proc, edits: int = 70) -> None:
+    """Move the head on by more than ``max_join_tail`` versions: the next join serializes it."""
+    with httpx.Client(base_url=proc.url) as http:
+        for i in range(edits):
+            http.patch(f"/docs/{DOC}/state", json=[
+                {"op": "replace" if i else "add", "path": ["bench"], "value": i}
+            ]).raise_for_status()
+
+
+def measure_joiners(h: int, tmp: Path, repeat: int) -> dict[str, Any]:
+    batches = list(workloads.WORKLOADS["gifts"](h))
+    file = tmp / f"gifts-{h}.jsonl"
+    workloads.write_jsonl(file, batches)
+    final = workloads.final_state(batches)
+    expected = tmp / f"gifts-{h}.final.json"
+    expected.write_bytes(orjson.dumps(final))
+    del batches
+    row: dict[str, Any] = {"H": h, "final_state_bytes": len(orjson.dumps(final))}
+    db = tmp / f"joiners-{h}.db"
+    with our_server(f"replay-joiners-{h}", ["--store", f"sqlite:///{db}"]) as ours:
+        row["load"] = _load(ours, "ours", file)
+        url = f"{ours.ws}/ws/{DOC}"
+        for deflate in (False, True):
+            row["join_deflate" if deflate else "join_plain"] = _joins(
+                "join", url, expected, repeat, deflate=deflate)
+        with httpx.Client(base_url=ours.url) as http:
+            plain = http.get(f"/docs/{DOC}/state", headers={"accept-encoding": "identity"})
+            with http.stream("GET", f"/docs/{DOC}/state",
+                             headers={"accept-encoding": "gzip"}) as r:
+                gz = b"".join(r.iter_raw())
+            row["http"] = {"identity_bytes": len(plain.content), "gzip_bytes": len(gz),
+                           "gzip_encoding": r.headers.get("content-encoding")}
+        for deflate in (False, True):
+            for n in JOINER_COUNTS:
+                samples = []
+                for _ in range(max(1, repeat // 2)):
+                    _fresh_version(ours)
+                    wait_for_quiet()
+                    samples.append(run_node("joiners.mjs", {
+                        "url": url, "n": n, "deflate": deflate, "serverPid": ours.pid}))
+                key = f"{'deflate' if deflate else 'plain'}_{n}"
+                row[key] = {
+                    "server_cpu_s": report.median([x["server_cpu_s"] for x in samples]),
+                    "server_cpu_runs": [x["server_cpu_s"] for x in samples],
+                    "ms": report.median([x["ms"] for x in samples]),
+                    "wire_bytes": samples[0]["wire_bytes"],
+                    "bytes": samples[0]["bytes"],
+                    "extensions": samples[0]["extensions"],
+                }
+    return row
+
+
+def run_joiners(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
+    QUIET_TIMEOUT.update(seconds=3.0, budget=30.0)  # ratios within one run matter here
+    machine = report.machine()
+    print(f"replay_cost --joiners on {report.machine_line(machine)}\nH = {sizes}\n")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-joiners-") as tmp:
+        for h in sizes:
+            print(f"  gifts H={h:,} ...", flush=True)
+            rows.append(measure_joiners(h, Path(tmp), repeat))
+    table = []
+    for r in rows:
+        state = r["final_state_bytes"]
+        plain, zipped = r["join_plain"], r["join_deflate"]
+        if "error" in plain or "error" in zipped:
+            print(plain, zipped)
+            continue
+        table.append([
+            r["H"], state,
+            plain["wire_bytes"],
+            f"{zipped.get('wire_bytes')} ({zipped.get('wire_bytes', 0) / state:.3f}x)",
+            plain["ms"], zipped["ms"], plain["parse_floor_ms"],
+            plain["ms"] / plain["parse_floor_ms"],
+            f"{r['http']['gzip_bytes']} ({r['http']['gzip_bytes'] / state:.3f}x)",
+            " / ".join(f"{r[f'plain_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
+            " / ".join(f"{r[f'deflate_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
+        ])
+    text = report.table(
+        ["H", "state bytes", "join wire bytes, plain", "join wire bytes, deflate",
+         "join ms, plain", "join ms, deflate", "parse floor ms", "plain join / floor",
+         "GET /state gzip bytes",
+         f"server CPU ms, plain, {' / '.join(map(str, JOINER_COUNTS))} joiners",
+         f"server CPU ms, deflate, {' / '.join(map(str, JOINER_COUNTS))} joiners"],
+        table,
+    )
+    print(text)
+    data = {"benchmark": "replay_joiners", "machine": machine, "results": rows}
+    report.publish(report.results_dir(False), "replay_joiners", data, text, machine)
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="late-joiner replay cost vs history length")
     parser.add_argument("--quick", action="store_true", help="H=1k only, few joins (smoke check)")
@@ -460,8 +563,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, help="joins per target (median; default 7)")
     parser.add_argument("--workloads", default="gifts,board")
     parser.add_argument("--out", type=Path, help="results folder (default results/)")
+    parser.add_argument("--joiners", action="store_true",
+                        help="only the compressed-join and many-joiners measurements (gifts)")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+    if args.joiners:
+        run_joiners(sizes or (TARGET_H,), args.repeat or 5)
+        return
     run(args.quick, sizes, args.with_1m, args.repeat, tuple(args.workloads.split(",")), args.out)
 
 

@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only-presence", action=argparse.BooleanOptionalAction,
                    default=_env("read_only_presence", "1") not in ("0", "false", "no", "off"),
                    help="read-only connections may set presence (default on)")
+    p.add_argument("--ws-deflate", action=argparse.BooleanOptionalAction,
+                   default=_env("ws_deflate", "1") not in ("0", "false", "no"),
+                   help="negotiate permessage-deflate when a client offers it, one compressed "
+                   "frame shared by all (default on)")
+    p.add_argument("--ws-prepared-frames", action=argparse.BooleanOptionalAction,
+                   default=_env("ws_prepared_frames", "1") not in ("0", "false", "no"),
+                   help="build each frame once and write it directly to every subscriber "
+                   "(server.wsfast; default on; off: uvicorn's own WebSocket protocol)")
     p.add_argument("--log-level", default=_env("log_level", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -222,8 +230,12 @@ class RedactTokens(logging.Filter):
         return True
 
 
+WS_PROTOCOL = "server.wsfast:PreparedFrameProtocol"
+
+
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
-        log_level: str = "info", app: Starlette | None = None) -> None:
+        log_level: str = "info", app: Starlette | None = None, *, ws_deflate: bool = True,
+        prepared_frames: bool = True) -> None:
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -235,8 +247,10 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         host=host,
         port=port,
         log_level=log_level,
+        ws=WS_PROTOCOL if prepared_frames else "auto",
         ws_max_size=settings.limits.max_frame_bytes,
-        ws_per_message_deflate=False,
+        # uvicorn's own deflate compresses every frame once per connection: only ours shares it
+        ws_per_message_deflate=ws_deflate and prepared_frames,
         # a socket that stops answering pings is closed, and its presence removed, within the
         # presence TTL (ASGI does not show pings to the application: see server/presence_hub.py)
         ws_ping_interval=settings.presence_ttl / 2,
@@ -253,4 +267,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         app = create_app(settings, hooks=hooks)
     except (OSError, ValueError) as exc:  # unreadable or malformed file named by a flag
         sys.exit(f"error: {exc}")
-    run(settings, args.host, args.port, args.log_level, app)
+    run(settings, args.host, args.port, args.log_level, app, ws_deflate=args.ws_deflate,
+        prepared_frames=args.ws_prepared_frames)

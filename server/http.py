@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -9,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import encoded
 from .access import Handshake, Role
 from .auth import Authenticator
 from .config import DEFAULT_DOC, DOC_ID_RE
@@ -31,14 +33,50 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _etag_versions(header: str) -> set[str]:
+def _etag_versions(header: str, weak: bool = True) -> set[str]:
+    """The entity tags of a header, compared weakly (``W/`` ignored: If-None-Match) or strongly
+    (weak tags never match: If-Match, RFC 9110 13.1.1)."""
     tags = set()
     for part in header.split(","):
         tag = part.strip()
         if tag.startswith("W/"):
+            if not weak:
+                continue
             tag = tag[2:]
         tags.add(tag)
     return tags
+
+
+# compressed state bodies, one per version and coding (the hub hands every reader of a version
+# the same serialized text)
+_BODIES = encoded.DerivedCache(max_entries=16, max_bytes=64 << 20)
+
+
+async def _state_response(request: Request, version: int, body: str, *,
+                          cached: bool = True) -> Response:
+    """The state as the client accepts it: gzip when asked for (and worth it), else as it is.
+
+    A compressed body is another representation of the same version, so its ETag is the weak
+    ``W/"N"`` (RFC 9110 8.8.1: a strong tag names exactly these bytes); the identity keeps the
+    strong ``"N"`` that ``If-Match`` needs. ``cached``: the head's text, shared by its readers
+    (a past version is rebuilt per request, so its compressed body is not kept)."""
+    coding = (encoded.negotiate(request.headers.get("accept-encoding"))
+              if len(body) >= encoded.MIN_COMPRESS_BYTES else None)
+    tag = _etag(version)
+    headers = {"ETag": tag if coding is None else "W/" + tag, "Vary": "Accept-Encoding"}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and (inm.strip() == "*" or tag in _etag_versions(inm)):
+        return Response(status_code=304, headers=headers)
+    if coding is None:
+        return Response(body, media_type=JSON, headers=headers)
+    if cached:
+        data = await _BODIES.get_async(body, coding, encoded.gzip_text)
+    elif len(body) >= encoded.THREAD_BYTES:
+        data = await asyncio.to_thread(encoded.gzip_text, body)
+    else:
+        data = encoded.gzip_text(body)
+    headers["Content-Encoding"] = coding
+    return Response(data, media_type=JSON, headers=headers)
 
 
 def _doc_id(request: Request) -> str:
@@ -94,15 +132,11 @@ async def get_state(request: Request) -> Response:
         at = _version_param(request, "version")
         if at is not None and at != session.published:
             body = await session.read_state_at(at)
-            return Response(body, media_type=JSON, headers={"ETag": _etag(at)})
+            return await _state_response(request, at, body, cached=False)
         version, body = await session.read_state()
     except ServerError as exc:
         return error_response(exc)
-    headers = {"ETag": _etag(version)}
-    inm = request.headers.get("if-none-match")
-    if inm is not None and (inm.strip() == "*" or _etag(version) in _etag_versions(inm)):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=JSON, headers=headers)
+    return await _state_response(request, version, body)
 
 
 async def patch_state(request: Request) -> Response:
@@ -122,7 +156,7 @@ async def patch_state(request: Request) -> Response:
         if_match = request.headers.get("if-match")
         if if_match is not None and if_match.strip() != "*":
             current = session.published
-            if _etag(current) not in _etag_versions(if_match):
+            if _etag(current) not in _etag_versions(if_match, weak=False):
                 raise ServerError(
                     f"the document is at version {current}", ErrorCode.PRECONDITION_FAILED
                 )

@@ -145,6 +145,7 @@ class _Task:
 class _Snapshot:
     version: int
     state_json: str
+    message: str = ""  # its snapshot message, built once: every newcomer gets this same text
 
 
 @dataclass(slots=True)
@@ -529,7 +530,10 @@ class Session:
             sum(r.size for r in tail) > len(cache.state_json) // 2
         ):
             cache, tail = self._state_json(), []
-        frames = [encode_snapshot(self.doc_id, cache.version, self.store.epoch, cache.state_json)]
+        if not cache.message:
+            cache.message = encode_snapshot(self.doc_id, cache.version, self.store.epoch,
+                                            cache.state_json)
+        frames = [cache.message]
         frames.extend(sub.frame(r) for r in tail)
         return frames
 

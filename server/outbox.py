@@ -6,21 +6,40 @@ one slow client cannot delay a document or the other clients. A per-connection s
 JSON array of messages (protocol 1) or one concatenated bare array (lesson mode). A client whose
 queue exceeds its bounds while its socket is backed up is closed with 1013; it can resume with
 ``since`` and lose nothing.
+
+With a ``write_now`` callable (the transport's :class:`~server.wsfast.FrameWriter`), messages
+put while the queue is empty and nothing is being sent are written at the end of the current
+turn of the event loop (one callback, no task woken): one message as it is (its frame is shared
+with every subscriber), several (a round of publications) coalesced as the sender would. When
+``write_now`` refuses (the socket is backed up) they are queued as without it. Messages of
+:data:`LARGE` characters or more (snapshots) are then sent as frames of their own, so their
+prepared frame is shared by every newcomer to that version.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from .errors import CloseCode
 from .messages import coalesce, coalesce_bare
 
 SendText = Callable[[str], Awaitable[None]]
 
+
+class WriteNow(Protocol):
+    """Write a text now, or refuse (False). ``shared``: the text is a message that other
+    connections get too (worth preparing once), not a coalesced frame for this one only."""
+
+    def __call__(self, text: str, shared: bool = True, /) -> bool: ...
+
+
 # at most this many characters go into one coalesced frame (a single larger message still goes)
 MAX_COALESCED = 1 << 20
+# with ``write_now``, a message this large is never coalesced with others
+LARGE = 64 << 10
 
 
 class Outbox:
@@ -32,13 +51,16 @@ class Outbox:
         max_messages: int = 10_000,
         max_bytes: int = 16 << 20,
         on_sent: Callable[[int], None] | None = None,
+        write_now: WriteNow | None = None,
     ) -> None:
         self._send_text = send_text
+        self._write_now = write_now
         self.lesson = lesson
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._on_sent = on_sent
         self._queue: deque[str] = deque()
+        self._turn: list[str] = []  # put in this turn of the loop, written at its end
         self._bytes = 0
         # the catch-up at the front of the queue is not counted against the bounds: it is
         # bounded by the retention window, and a resuming client is by definition behind
@@ -65,6 +87,12 @@ class Outbox:
         because the sender has not been scheduled yet is not a slow client."""
         if self.closed:
             return
+        if self._turn or (self._write_now is not None and not self._queue
+                          and not self._sending):
+            if not self._turn:
+                asyncio.get_running_loop().call_soon(self._write_turn)
+            self._turn.append(frame)
+            return
         self._queue.append(frame)
         self._bytes += len(frame)
         if self._sending and (
@@ -79,6 +107,15 @@ class Outbox:
         """Queue a catch-up (snapshot or resumed patches) ahead of any live message."""
         if self.closed:
             return
+        if self._turn:  # live messages waiting for the end of this turn: the catch-up first
+            self._queue.extend(self._turn)
+            self._bytes += sum(map(len, self._turn))
+            self._turn = []
+        if not self._queue and not self._sending:
+            written = 0
+            while written < len(frames) and self._write(frames[written]):
+                written += 1
+            frames = frames[written:]
         # behind any earlier backlog, ahead of live messages (the catch-up comes first)
         live = [self._queue.pop() for _ in range(len(self._queue) - self._backlog)]
         for frame in frames:
@@ -97,14 +134,51 @@ class Outbox:
         self.closed = True
         self.close_code, self.close_reason = code, reason
         self._queue.clear()
+        self._turn = []
         self._bytes = self._backlog = self._backlog_bytes = 0
         self._wakeup.set()
         self.done.set()
 
+    def _write_turn(self) -> None:
+        """Write what was put during this turn of the loop, grouped as :meth:`_take` would;
+        what ``write_now`` refuses is queued for the sender task."""
+        frames, self._turn = self._turn, []
+        start = 0
+        while start < len(frames) and not self.closed:
+            end = _group_end(frames, start)
+            group = frames[start:end]
+            if not (self._write(group[0]) if len(group) == 1
+                    else self._write(self._coalesce(group), shared=False)):
+                break
+            start = end
+        if start < len(frames) and not self.closed:
+            self._queue.extend(frames[start:])
+            self._bytes += sum(len(f) for f in frames[start:])
+            self._wakeup.set()
+
+    def _coalesce(self, frames: list[str]) -> str:
+        return coalesce_bare(frames) if self.lesson else coalesce(frames)
+
+    def _write(self, frame: str, shared: bool = True) -> bool:
+        """Write one frame's text now through ``write_now``, if it accepts it."""
+        if self._write_now is None or not self._write_now(frame, shared):
+            return False
+        self._sent(len(frame))
+        return True
+
+    def _sent(self, size: int) -> None:
+        self.sent_frames += 1
+        self.sent_bytes += size
+        if self._on_sent is not None:
+            self._on_sent(size)
+
     def _take(self) -> str:
         frames: list[str] = []
         size = 0
+        alone = self._write_now is not None  # large messages go in frames of their own
         while self._queue and (not frames or size + len(self._queue[0]) <= MAX_COALESCED):
+            if alone and frames and (len(frames[0]) >= LARGE or len(self._queue[0]) >= LARGE):
+                break
             frame = self._queue.popleft()
             size += len(frame)
             frames.append(frame)
@@ -112,7 +186,7 @@ class Outbox:
                 self._backlog -= 1
                 self._backlog_bytes -= len(frame)
         self._bytes -= size
-        return coalesce_bare(frames) if self.lesson else coalesce(frames)
+        return self._coalesce(frames)
 
     async def run(self) -> None:
         """Send what is queued, coalesced, until shut down. Closing the socket is the caller's
@@ -127,7 +201,18 @@ class Outbox:
                     await self._send_text(frame)
                 finally:
                     self._sending = False
-                self.sent_frames += 1
-                self.sent_bytes += len(frame)
-                if self._on_sent is not None:
-                    self._on_sent(len(frame))
+                self._sent(len(frame))
+
+
+def _group_end(frames: Sequence[str], start: int) -> int:
+    """The end of the group of messages from ``start`` that go in one frame: at most
+    :data:`MAX_COALESCED` characters, and a message of :data:`LARGE` or more alone."""
+    end, size = start, 0
+    while end < len(frames):
+        frame = frames[end]
+        if end > start and (size + len(frame) > MAX_COALESCED or len(frames[start]) >= LARGE
+                            or len(frame) >= LARGE):
+            break
+        size += len(frame)
+        end += 1
+    return end

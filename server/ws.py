@@ -30,6 +30,7 @@ from .presence import PresenceUpdate
 from .presence_hub import Member
 from .protocol import RejectedRequest, parse_frame, parse_lesson_frame
 from .ratelimit import TokenBucket
+from .wsfast import frame_writer
 
 logger = logging.getLogger("server.ws")
 _ids = itertools.count(1)
@@ -107,9 +108,11 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
         return
     log = ConnectionLog(logger, {"conn": conn, "doc": params.doc,
                                  "client": params.client or "-"})
-    outbox = Outbox(websocket.send_text, lesson=lesson,
+    writer = frame_writer(websocket.scope)  # prepared frames, when the server offers them
+    outbox = Outbox(writer.send if writer else websocket.send_text, lesson=lesson,
                     max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes,
-                    on_sent=hub.metrics.bytes_out.inc)
+                    on_sent=hub.metrics.bytes_out.inc,
+                    write_now=writer.try_write if writer else None)
     sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ,
                      context=context)
     bucket = TokenBucket(settings.rate, settings.burst) if settings.rate > 0 else None

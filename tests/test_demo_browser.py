@@ -94,7 +94,7 @@ def _offline_except(context: BrowserContext, server: ServerProcess) -> None:
 def server_state(server: ServerProcess) -> tuple[int, dict[str, Any]]:
     response = httpx.get(f"{server.url}/state", timeout=5)
     response.raise_for_status()
-    return int(response.headers["etag"].strip('"')), response.json()
+    return int(response.headers["etag"].removeprefix("W/").strip('"')), response.json()
 
 
 def shown_gifts(page: Page) -> list[tuple[str, str]]:
@@ -394,3 +394,23 @@ def test_a_gift_reserved_by_null_shows_as_available(
     item.get_by_test_id("toggle-reservation").click()
     expect(item).to_have_attribute("data-reserved-by", "1")
     assert (added["description"], "1") in expected_gifts(assert_converged(demo_server, page))
+
+
+def test_chromium_negotiates_shared_deflate(demo_server: ServerProcess,
+                                            open_demo: OpenDemo) -> None:
+    """Chromium offers permessage-deflate and the server takes it (one compressed frame shared
+    by all): a socket opened by the page reports it, and its snapshot arrives whole."""
+    page = open_demo(demo_server, 1)
+    extensions, snapshot = page.evaluate("""() => new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/ws`);
+        ws.onerror = reject;
+        ws.onmessage = (event) => {
+            const data = JSON.parse(event.data);
+            resolve([ws.extensions, Array.isArray(data) ? data[0] : data]);
+            ws.close();
+        };
+    })""")
+    assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+    version, state = server_state(demo_server)
+    assert snapshot["type"] == "snapshot" and snapshot["version"] == version
+    assert snapshot["state"] == state

@@ -60,7 +60,7 @@ def refused(client: WsClient, msg_id: Any, patches: list[Any]) -> str:
 def state_of(server: ServerProcess, doc: str) -> tuple[int, Any]:
     r = httpx.get(f"{server.url}/docs/{doc}/state")
     assert r.status_code == 200, r.text
-    return int(r.headers["etag"].strip('"')), r.json()
+    return int(r.headers["etag"].removeprefix("W/").strip('"')), r.json()
 
 
 def depth(value: Any) -> int:

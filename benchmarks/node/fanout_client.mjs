@@ -47,7 +47,8 @@ function systemBusy() {
 
 function open(url) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 2 ** 31 });
+    // deflate: offer permessage-deflate as a browser does (the server may take it)
+    const ws = new WebSocket(url, { perMessageDeflate: Boolean(o.deflate), maxPayload: 2 ** 31 });
     let ready = false;
     ws.on("error", (e) => (ready ? fail(e) : reject(e)));
     ws.on("message", function first(data) {
@@ -78,7 +79,10 @@ function receipt(seq, t, now) {
     remaining.delete(seq);
     sentAt.delete(seq);
     inFlight -= 1;
-    if (phase && t >= phase.t0) phase.completed += 1;
+    if (phase && t >= phase.t0) {
+      phase.completed += 1;
+      phase.complete.push(now - t); // until every subscriber had it
+    }
     if (onComplete) onComplete();
   } else {
     remaining.set(seq, left);
@@ -117,7 +121,7 @@ function quantile(sorted, q) {
 
 function startPhase(name) {
   phase = {
-    name, t0: performance.now(), latencies: [], deliveries: 0, completed: 0,
+    name, t0: performance.now(), latencies: [], complete: [], deliveries: 0, completed: 0,
     cpuClient: process.cpuUsage(), cpuServer: cpuOf(o.serverPids ?? o.serverPid), cpuAll: systemBusy(),
   };
 }
@@ -130,6 +134,7 @@ function endPhase() {
   const server = cpuOf(o.serverPids ?? o.serverPid);
   const all = (systemBusy() - p.cpuAll) / seconds;
   const lat = Float64Array.from(p.latencies).sort();
+  const done = Float64Array.from(p.complete).sort();
   const r = {
     phase: p.name,
     seconds,
@@ -139,6 +144,7 @@ function endPhase() {
       p50: quantile(lat, 0.5), p90: quantile(lat, 0.9), p99: quantile(lat, 0.99),
       max: lat.length ? lat[lat.length - 1] : null, samples: lat.length,
     },
+    complete_ms: { p50: quantile(done, 0.5), p99: quantile(done, 0.99), samples: done.length },
     cpu_client: (cpu.user + cpu.system) / 1e6 / seconds,
     cpu_server: p.cpuServer === null ? null : (server - p.cpuServer) / seconds,
   };
@@ -198,8 +204,15 @@ async function drain(limitMs = 30_000) {
   return lost;
 }
 
+function rssOf(pid) {
+  if (!pid || Array.isArray(pid)) return null;
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : null;
+}
+
 async function main() {
   const subs = [];
+  const rssBefore = rssOf(o.serverPid);
   const t0 = performance.now();
   for (let i = 0; i < S; i += 50) {
     const group = [];
@@ -208,17 +221,22 @@ async function main() {
     subs.push(...(await Promise.all(group)));
   }
   const connectSeconds = (performance.now() - t0) / 1000;
+  await sleep(500); // let the server settle before reading its memory
+  const rssConnected = rssOf(o.serverPid);
   for (const ws of subs) ws.on("message", onSubscriberMessage);
   const writer = await open(o.writerUrl ?? o.url);
   writer.on("message", () => {
     acks += 1;
   });
-  const phases = [await saturate(writer)];
+  const phases = o.saturateS > 0 ? [await saturate(writer)] : [];
   if (o.pacedS > 0) phases.push(await paced(writer));
   const undelivered = inFlight;
   for (const ws of [...subs, writer]) ws.terminate();
   process.stdout.write(
-    JSON.stringify({ target: o.target, subscribers: S, connect_s: connectSeconds, undelivered, phases }) + "\n",
+    JSON.stringify({
+      target: o.target, subscribers: S, connect_s: connectSeconds, undelivered, phases,
+      rss_before: rssBefore, rss_connected: rssConnected,
+    }) + "\n",
   );
 }
 

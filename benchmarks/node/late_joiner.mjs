@@ -16,8 +16,9 @@
 //   http0   our server, GET .../patches?since=0&format=immer: one response, applied to {}.
 //
 // A join's time runs from opening the connection (or request) to the state being applied;
-// bytes are the message payloads received (text, after any decompression; compression is not
-// offered). Joins run one after another in this process, each on a fresh connection; the first
+// bytes are the message payloads received (text, after any decompression; compression is
+// offered only with `"deflate": true`, as a browser does); wireBytes are the bytes read from the
+// socket (handshake and frame headers included, compressed). Joins run one after another in this process, each on a fresh connection; the first
 // one is also reported on its own (cold: JIT not warm). Convergence is checked against the
 // expected final state after the clock stops. Output: one JSON line on stdout, with `floorMs`:
 // the time to JSON.parse the final state alone, a lower bound for any join.
@@ -41,7 +42,7 @@ function withTimeout(promise, what) {
 }
 
 function openSocket(url) {
-  return new WebSocket(url, { perMessageDeflate: false, maxPayload: 2 ** 31 });
+  return new WebSocket(url, { perMessageDeflate: Boolean(opts.deflate), maxPayload: 2 ** 31 });
 }
 
 // one join: resolves {ms, bytes, frames, messages, state}
@@ -53,8 +54,9 @@ function joinWs(url, mode) {
     const ws = openSocket(url);
     const done = () => {
       const ms = performance.now() - t0;
+      const wireBytes = ws._socket ? ws._socket.bytesRead : null;
       ws.terminate();
-      resolve({ ms, bytes, frames, messages, state });
+      resolve({ ms, bytes, wireBytes, frames, messages, state });
     };
     ws.on("error", reject);
     ws.on("close", (code, reason) => reject(new Error(`closed early: ${code} ${reason}`)));

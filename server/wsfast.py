@@ -1,0 +1,190 @@
+"""Prepared WebSocket frames: a uvicorn protocol that lets the app write frame bytes directly.
+
+uvicorn's WebSocket protocols build and write a frame per ``send``, per connection. A server
+frame is unmasked, so the frame of a message is the same bytes for every connection that
+negotiated the same extensions: this module builds it once (per text object and extension
+variant, cached in :class:`~server.encoded.DerivedCache`) and writes those bytes.
+
+:class:`PreparedFrameProtocol` is uvicorn's sans-I/O ``websockets`` protocol with two changes,
+selected with uvicorn's ``ws`` setting by import string (``server.wsfast:PreparedFrameProtocol``):
+
+- when ``ws_per_message_deflate`` is on, permessage-deflate is negotiated with
+  ``server_no_context_takeover`` (each message is compressed on its own, so one compressed
+  frame serves every compressing connection) and ``client_no_context_takeover`` (no inflater
+  kept per idle connection); messages under :data:`MIN_DEFLATE` bytes are sent uncompressed;
+- the ASGI scope gets the extension :data:`EXTENSION`: ``{"writer": FrameWriter}``.
+
+Everything else (routing, handshake, ping/pong, close codes, ``ws_max_size``, graceful
+shutdown) is uvicorn's. An app that finds no extension in the scope (another server, a test
+client) sends through ASGI as before; see :func:`frame_writer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import zlib
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .encoded import THREAD_BYTES, DerivedCache
+
+EXTENSION = "immer.prepared_frames"
+# a message shorter than this (in characters) is sent uncompressed even when deflate is on
+MIN_DEFLATE = 256
+# a frame shared by many (a publication, a snapshot) is compressed once, at level 6; a
+# coalesced frame is built for one connection under load, and sent uncompressed unless large
+SHARED_LEVEL = 6
+
+# frames by (text object, variant): variant 0 is uncompressed, 9..15 deflate with that window
+# A publication's frame is needed while it fans out (and by subscribers that send it a little
+# later from their queue), so the cache of small frames is small; snapshots (large texts) get
+# their own, so that a stream of publications does not push them out.
+FRAMES = DerivedCache(max_entries=256, max_bytes=8 << 20)
+LARGE_FRAMES = DerivedCache(max_entries=16, max_bytes=128 << 20)  # a 16 MiB document fits
+
+
+def _cache(text: str) -> DerivedCache:
+    return LARGE_FRAMES if len(text) >= THREAD_BYTES else FRAMES
+
+_DEFLATE = ServerPerMessageDeflateFactory(
+    server_no_context_takeover=True,
+    client_no_context_takeover=True,
+)
+
+
+def _header(length: int, rsv1: bool) -> bytes:
+    first = 0xC1 if rsv1 else 0x81  # FIN, (RSV1), text
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+def text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented, uncompressed text frame."""
+    payload = text.encode()
+    return _header(len(payload), False) + payload
+
+
+def deflate_frame(text: str, wbits: int, level: int = SHARED_LEVEL) -> bytes:
+    """A permessage-deflate text frame compressed on its own (RFC 7692 7.2.1: a sync flush with
+    its final ``00 00 ff ff`` removed); uncompressed (RSV1 clear) when that is not smaller."""
+    payload = text.encode()
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -wbits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    data = data[:-4]
+    if len(data) >= len(payload):
+        return _header(len(payload), False) + payload
+    return _header(len(data), True) + data
+
+
+def _builder(variant: int, level: int = SHARED_LEVEL) -> Callable[[str], bytes]:
+    if variant == 0:
+        return text_frame
+    return lambda text: deflate_frame(text, variant, level)
+
+
+class FrameWriter:
+    """Writes a text message to one connection as a prepared frame shared with others."""
+
+    __slots__ = ("_protocol", "_wbits")
+
+    def __init__(self, protocol: PreparedFrameProtocol, wbits: int) -> None:
+        self._protocol = protocol
+        self._wbits = wbits  # 0: no compression negotiated
+
+    def _variant(self, text: str) -> int:
+        return self._wbits if self._wbits and len(text) >= MIN_DEFLATE else 0
+
+    def _open(self) -> bool:
+        p = self._protocol
+        return not (p.close_sent or p.disconnected or p.conn.state is not State.OPEN
+                    or p.transport.is_closing())
+
+    def try_write(self, text: str, shared: bool = True) -> bool:
+        """Write ``text`` now, if the connection is open and its transport is not backed up
+        (and its frame is at hand, or cheap to build here); False: nothing was written.
+        ``shared``: other connections get the same text (its frame is cached); else it is a
+        coalesced frame for this connection only, sent uncompressed (compressing it per
+        connection is what shared frames avoid) unless it is large."""
+        p = self._protocol
+        if not p.writable.is_set() or not self._open():
+            return False
+        variant = self._variant(text)
+        if not shared:
+            if variant and len(text) >= THREAD_BYTES:
+                return False  # the sender compresses it, off the event loop
+            p.transport.write(text_frame(text))
+            return True
+        cache = _cache(text)
+        frame = cache.peek(text, variant)
+        if frame is None:
+            if variant and len(text) >= THREAD_BYTES:
+                return False  # compressing it would hold the event loop: the sender does it
+            frame = cache.get(text, variant, _builder(variant))
+        p.transport.write(frame)
+        return True
+
+    async def send(self, text: str) -> None:
+        """Write ``text`` once the transport accepts more (like an ASGI ``websocket.send``).
+
+        The sender task's path: a queued publication (whose frame is usually built already),
+        a snapshot (built in a worker thread, once per version), or a coalesced frame (for
+        this connection only: not kept, and uncompressed unless large)."""
+        p = self._protocol
+        variant = self._variant(text)
+        frame = _cache(text).peek(text, variant)
+        if frame is None:
+            if len(text) >= THREAD_BYTES:
+                frame = await LARGE_FRAMES.get_async(text, variant, _builder(variant))
+            else:
+                frame = text_frame(text)
+        await p.writable.wait()
+        if not self._open():
+            raise ClientDisconnected()
+        p.transport.write(frame)
+
+
+class PreparedFrameProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websockets protocol, with shared deflate and a :class:`FrameWriter`
+    in the ASGI scope."""
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        if config.ws_per_message_deflate:
+            self.conn = ServerProtocol(extensions=[_DEFLATE], max_size=config.ws_max_size,
+                                       logger=logging.getLogger("uvicorn.error"))
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code != 101:
+            return
+        wbits = 0
+        for extension in self.conn.extensions:
+            if isinstance(extension, PerMessageDeflate) and extension.local_no_context_takeover:
+                wbits = extension.local_max_window_bits
+        # the ASGI task starts on the next loop iteration: it sees this in its scope
+        self.scope["extensions"][EXTENSION] = {"writer": FrameWriter(self, wbits)}
+
+
+def frame_writer(scope: MutableMapping[str, Any]) -> FrameWriter | None:
+    """The connection's :class:`FrameWriter`, or None when the server is not running
+    :class:`PreparedFrameProtocol`."""
+    extension = (scope.get("extensions") or {}).get(EXTENSION)
+    return extension.get("writer") if extension else None

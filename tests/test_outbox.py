@@ -1,0 +1,126 @@
+"""The outbox without sockets: direct writes through ``write_now``, and the queue behind them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.errors import CloseCode
+from server.outbox import LARGE, Outbox
+
+
+class Transport:
+    """A ``write_now`` that accepts while ``open``, and a ``send_text`` that can be held."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.direct: list[str] = []
+        self.sent: list[str] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    def write_now(self, text: str, shared: bool = True) -> bool:
+        if self.open:
+            self.direct.append(text)
+        return self.open
+
+    async def send_text(self, text: str) -> None:
+        await self.release.wait()
+        self.sent.append(text)
+
+    @property
+    def received(self) -> list[str]:
+        return self.direct + self.sent
+
+
+async def turn() -> None:
+    """Let the callbacks of this turn of the loop (the outbox's end-of-turn write) run."""
+    await asyncio.sleep(0)
+
+
+def test_direct_writes_at_the_end_of_the_turn_and_queue_when_refused() -> None:
+    async def main() -> None:
+        t = Transport()
+        out = Outbox(t.send_text, write_now=t.write_now)
+        runner = asyncio.create_task(out.run())
+        out.put('{"a":1}')
+        assert t.direct == [] and out.depth == 0
+        await turn()
+        assert t.direct == ['{"a":1}'] and out.sent_frames == 1  # one message: as it is
+        out.put('{"b":2}')
+        out.put('{"c":3}')
+        await turn()
+        assert t.direct[-1] == '[{"b":2},{"c":3}]'  # a round: coalesced, one frame
+        t.open = False  # backed up: queued for the sender, and what follows too, in order
+        out.put('{"d":4}')
+        await turn()
+        t.open = True
+        out.put('{"e":5}')
+        assert out.depth == 2
+        await turn()
+        assert t.sent == ['[{"d":4},{"e":5}]'] and out.depth == 0 and out.sent_frames == 3
+        out.put('{"f":6}')  # the queue is empty again: direct
+        await turn()
+        assert t.direct[-1] == '{"f":6}'
+        out.shutdown(None)
+        await runner
+
+    asyncio.run(main())
+
+
+def test_slow_consumer_rule_is_unchanged() -> None:
+    async def main() -> None:
+        t = Transport()
+        out = Outbox(t.send_text, write_now=t.write_now, max_messages=3)
+        runner = asyncio.create_task(out.run())
+        t.open = False
+        t.release.clear()  # the socket does not drain: the sender stays in send_text
+        out.put("1")
+        await turn()  # refused: queued, the sender takes it and stays in send_text
+        await turn()
+        for i in range(2, 6):
+            out.put(str(i))
+        assert out.closed and out.close_code == CloseCode.TRY_AGAIN_LATER
+        runner.cancel()
+
+    asyncio.run(main())
+
+
+def test_backlog_is_written_directly_and_the_rest_queued_in_order() -> None:
+    async def main() -> None:
+        t = Transport()
+        out = Outbox(t.send_text, write_now=t.write_now)
+        runner = asyncio.create_task(out.run())
+        big = '{"type":"snapshot","state":"' + "x" * LARGE + '"}'
+        out.put_backlog([big, '{"type":"synced"}'])
+        assert t.direct == [big, '{"type":"synced"}']
+        out.put('{"type":"live"}')  # a live message of this turn, then a catch-up: it goes first
+        out.put_backlog(['{"type":"snapshot"}'])
+        await turn()
+        assert t.sent == ['[{"type":"snapshot"},{"type":"live"}]']
+        t.sent.clear()
+        t.open = False
+        out.put_backlog([big, '{"type":"synced"}'])
+        out.put('{"type":"patch"}')
+        await turn()
+        await turn()
+        # the large message goes alone (its prepared frame is shared); the rest coalesce
+        assert t.sent == [big, '[{"type":"synced"},{"type":"patch"}]']
+        out.shutdown(None)
+        await runner
+
+    asyncio.run(main())
+
+
+def test_without_write_now_everything_goes_through_the_sender() -> None:
+    async def main() -> None:
+        t = Transport()
+        out = Outbox(t.send_text)
+        runner = asyncio.create_task(out.run())
+        big = '"' + "y" * LARGE + '"'
+        out.put_backlog([big, "{}"])
+        await asyncio.sleep(0)
+        assert t.direct == [] and t.sent == [f"[{big},{{}}]"]
+        out.shutdown(None)
+        await runner
+
+    asyncio.run(main())
