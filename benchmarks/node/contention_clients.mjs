@@ -339,8 +339,8 @@ async function serverVersion() {
       signal: AbortSignal.timeout(2000),
     });
     await response.arrayBuffer();
-    const etag = response.headers.get("etag");
-    return etag ? Number(JSON.parse(etag)) : null;
+    const etag = response.headers.get("etag"); // "N", or W/"N" for a gzipped body
+    return etag ? Number(JSON.parse(etag.replace(/^W\//, ""))) : null;
   } catch {
     return null; // restarting: ask again
   }
