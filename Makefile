@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SOURCES := $(shell find client_demo/src client_demo/index.html client_demo/vite.config.ts client_demo/tsconfig*.json client_demo/initial-state.json -type f 2>/dev/null)
 PORT ?= 8000
 
-.PHONY: run test check lint typecheck pytest vitest install install-test node-deps demo chromium redis bench bench-quick clean
+.PHONY: run test check lint typecheck pytest vitest install install-test node-deps demo chromium redis bench bench-quick screenshots clean
 
 run: install
 	@if [ -n "$(NPM)" ]; then $(MAKE) --no-print-directory demo; \
@@ -72,6 +72,10 @@ bench: install-test node-deps
 
 bench-quick: install-test node-deps
 	$(BIN)/python -m benchmarks --quick
+
+# refresh the README's screenshots (the browser tests take them elsewhere otherwise)
+screenshots: install-test node-deps demo chromium
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_demo_browser.py tests/test_presence_browser.py
 
 clean:
 	rm -rf $(VENV) client_demo/node_modules client_demo/dist .pytest_cache .mypy_cache .ruff_cache
