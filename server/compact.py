@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from .patches import MISSING, Op, Segment
+from .patches import MISSING, Op, Segment, array_index
 from .values import own
 
 Tokens = tuple[str, ...]
@@ -167,15 +167,7 @@ class _Earlier:
 def _element(seg: Segment) -> bool:
     """Whether an operation ending in ``seg`` may address an array element (or its length):
     only those can start a run."""
-    return isinstance(seg, int) or seg in ("-", "length") or _index(seg) is not None
-
-
-def _index(seg: Segment) -> int | None:
-    if isinstance(seg, int):
-        return seg
-    if seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0"):
-        return int(seg)
-    return None
+    return isinstance(seg, int) or seg in ("-", "length") or array_index(seg) is not None
 
 
 def _resolve(state: Any, path: tuple[Segment, ...]) -> Any:
@@ -188,7 +180,7 @@ def _resolve(state: Any, path: tuple[Segment, ...]) -> Any:
                 return None
             node = node[key]
         elif isinstance(node, list):
-            idx = _index(seg)
+            idx = array_index(seg)
             if idx is None or idx >= len(node):
                 return None
             node = node[idx]
@@ -236,7 +228,8 @@ class _Run:
             self.length = n
             self.lowest = min(self.lowest, n)
             return True
-        idx = self.length if (last == "-" and op.op == "add" and not op.immer) else _index(last)
+        appends = last == "-" and op.op == "add" and not op.immer
+        idx = self.length if appends else array_index(last)
         if idx is None:
             return False
         if op.op == "replace" and idx < self.length:
@@ -256,7 +249,7 @@ class _Run:
         """How many of the run's replaces put another element where one was."""
         count = 0
         for op in run:
-            idx = _index(op.path[-1])
+            idx = array_index(op.path[-1])
             if op.op == "replace" and idx is not None and idx < len(self.base):
                 value = None if op.value is MISSING else op.value
                 old = self.base[idx]

@@ -19,7 +19,7 @@ import orjson
 
 from .compact import compact
 from .errors import Conflict, InvalidInput, TooLarge
-from .patches import MISSING, Op, Segment, depth_of, to_pointer
+from .patches import MISSING, Op, Segment, array_index, depth_of, to_pointer
 from .rebase import Written, rebase
 from .values import json_equal as json_equal  # re-exported: other modules import it from here
 from .values import own
@@ -74,14 +74,6 @@ def _member_size(key: str, value_size: int) -> int:
     return len(orjson.dumps(key)) + 2 + value_size
 
 
-def _index(seg: Segment) -> int | None:
-    if isinstance(seg, int):
-        return seg
-    if seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0"):
-        return int(seg)
-    return None
-
-
 class _Batch:
     """One application in progress: the undo journal and the outputs."""
 
@@ -108,7 +100,7 @@ class _Batch:
                 node = node[key]
                 typed.append(key)
             elif isinstance(node, list):
-                idx = _index(seg)
+                idx = array_index(seg)
                 if idx is None or idx >= len(node):
                     raise Conflict(f"path {to_pointer(path)!r}: no array element {seg!r}")
                 node = node[idx]
@@ -127,7 +119,7 @@ class _Batch:
             if key in parent:
                 return parent[key]
         elif isinstance(parent, list):
-            idx = _index(last)
+            idx = array_index(last)
             if idx is not None and idx < len(parent):
                 return parent[idx]
         raise Conflict(f"path {to_pointer(path)!r} does not exist")
@@ -270,7 +262,7 @@ class _Batch:
         if last == "-" and op.op == "add" and not op.immer:
             idx: int | None = len(parent)
         else:
-            idx = _index(last)
+            idx = array_index(last)
         if idx is None:
             raise Conflict(f"path {to_pointer(op.path)!r}: {last!r} is not an array index")
         value = None if op.value is MISSING else op.value  # undefined in an array is null
@@ -337,7 +329,7 @@ class _Batch:
             key = last if isinstance(last, str) else str(last)
             self.dict_set(parent, typed, key, value, own(value))
         elif isinstance(parent, list):
-            idx = len(parent) if last == "-" else _index(last)
+            idx = len(parent) if last == "-" else array_index(last)
             if idx is None or idx > len(parent):
                 raise Conflict(f"path {to_pointer(target.path)!r}: bad array index {last!r}")
             self.list_insert(parent, typed, idx, value, own(value))

@@ -71,6 +71,16 @@ def to_pointer(segments: tuple[Segment, ...] | list[Segment]) -> str:
     return "".join("/" + escape_token(str(s)) for s in segments)
 
 
+def array_index(seg: Segment) -> int | None:
+    """The array index a path segment names: an int, or a canonical digit string (``"0"``,
+    ``"12"``, not ``"012"``); None for anything else (``"-"``, Immer's ``"length"``, a key)."""
+    if isinstance(seg, int):
+        return seg
+    if seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0"):
+        return int(seg)
+    return None
+
+
 def from_pointer(pointer: str) -> tuple[str, ...]:
     if pointer == "":
         return ()

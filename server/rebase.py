@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from .errors import Conflict
-from .patches import Op, Segment, to_pointer
+from .patches import Op, Segment, array_index, to_pointer
 
 #: One applied operation: its name (add, remove or replace) and its typed path.
 Written = tuple[str, tuple[Segment, ...]]
@@ -69,14 +69,6 @@ def _over(ops: list[Op], committed: Written, version: int, base: int) -> list[Op
 def _same(a: Sequence[Segment], b: Sequence[Segment]) -> bool:
     """Equal as JSON Pointer tokens (an Immer int and an RFC 6902 digit string are one index)."""
     return len(a) == len(b) and all(x == y or str(x) == str(y) for x, y in zip(a, b, strict=True))
-
-
-def _index(seg: Segment) -> int | None:
-    if isinstance(seg, int):
-        return seg
-    if seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0"):
-        return int(seg)
-    return None
 
 
 def _structural(committed: Written) -> bool:
@@ -115,7 +107,7 @@ def _transform(op: Op, committed: Written, version: int, base: int) -> Op:
             seg = path[len(array)]
             if seg == "-" and not op.immer and len(path) == len(array) + 1:
                 return op  # an RFC 6902 append: still the end
-            idx = _index(seg)
+            idx = array_index(seg)
             if idx is None:  # Immer's "length", or a key that is no index
                 raise _conflict(op, committed, version, base, "shifted the array at")
             inserting = op.op == "add" and len(path) == len(array) + 1
@@ -165,7 +157,7 @@ def _carry(committed: Written, op: Op) -> Written:
         return committed
     if not _same(op.path[:-1], cpath[: n - 1]):
         return committed
-    j = _index(op.path[-1])
+    j = array_index(op.path[-1])
     if j is None:  # "-": an append, after everything the committed operation addresses
         return committed
     i = cpath[n - 1]
