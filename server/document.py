@@ -1,6 +1,9 @@
-"""The canonical document: atomic application of a batch, versions and the stale-base rule.
+"""The canonical document: atomic application of a batch, versions, and the history stale
+batches are rebased over.
 
-Plain Python, no IO. :meth:`Document.apply` resolves each validated :class:`~server.patches.Op`
+Plain Python, no IO. A batch made at an older version is first rebased (:mod:`server.rebase`)
+and array shift cascades compacted (:mod:`server.compact`). :meth:`Document.apply` then
+resolves each validated :class:`~server.patches.Op`
 against the live state, mutates the state in place and records an undo journal; when any
 operation does not apply, the journal is rolled back so the state is exactly as before (no copy
 of the whole document is ever made). It returns the batch as it was actually applied, in both
