@@ -85,7 +85,7 @@ def _whole_array(op: Op, state: Any, earlier: _Earlier) -> list[Op] | None:
     tokens = tuple(str(s) for s in op.path)
     if not earlier.allows(tokens) or not earlier.unchanged_from(tokens, 0):
         return None
-    old = _resolve(state, op.path) if op.path else state
+    old = _resolve(state, op.path)
     if not isinstance(old, list) or not old:
         return None
     new: list[Any] = op.value
@@ -98,12 +98,23 @@ def _whole_array(op: Op, state: Any, earlier: _Earlier) -> list[Op] | None:
         return None
     if edits is None or len(edits) > budget:
         return None
-    numeric = op.immer
-    return [Op("remove", (*op.path, idx if numeric else str(idx)), MISSING, None, op.immer)
-            if name == "remove" else
-            Op("replace" if name == "edit" else name, (*op.path, idx if numeric else str(idx)),  # type: ignore[arg-type]
-               value, None, op.immer)
-            for name, idx, value, _ in edits]
+    return _as_ops(edits, op.path, op.immer, numeric=op.immer)
+
+
+def _as_ops(edits: list[Edit], parent: tuple[Segment, ...], immer: bool, *,
+            numeric: bool) -> list[Op]:
+    """The operations of ``edits`` on the array at ``parent``; indexes as ints when
+    ``numeric``, else as digit strings."""
+    ops = []
+    for name, idx, value, borrowed in edits:
+        path = (*parent, idx if numeric else str(idx))
+        if name == "remove":
+            ops.append(Op("remove", path, MISSING, None, immer))
+        else:
+            # an element taken from the document must not alias it in the applied batch
+            ops.append(Op("replace" if name == "edit" else name,  # type: ignore[arg-type]
+                          path, own(value) if borrowed else value, None, immer))
+    return ops
 
 
 def _shifts(name: str, last: str) -> bool:
@@ -272,16 +283,7 @@ class _Run:
         # keep the input's segment type: ints, unless the run used digit strings
         numeric = immer and all(isinstance(op.path[-1], int) or op.path[-1] == "length"
                                 for op in run)
-        ops = []
-        for name, idx, value, borrowed in edits:
-            name = "replace" if name == "edit" else name
-            path = (*parent, idx if numeric else str(idx))
-            if name == "remove":
-                ops.append(Op("remove", path, MISSING, None, immer))
-            else:
-                # an element taken from the document must not alias it in the applied batch
-                ops.append(Op(name, path, own(value) if borrowed else value, None, immer))  # type: ignore[arg-type]
-        return ops
+        return _as_ops(edits, parent, immer, numeric=numeric)
 
 
 def shortest_edits(
