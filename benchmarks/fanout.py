@@ -319,16 +319,7 @@ def run(
         QUIET_TIMEOUT.update(seconds=3.0, budget=15.0)
     machine = report.machine()
     print(f"fanout on {report.machine_line(machine)}\n{runs} runs, {timing}\n")
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
-        servers = _servers(Path(tmp))
-        for s in subscribers:
-            samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-            for k in range(runs):
-                for target in targets:  # interleaved, so drift hits every target alike
-                    print(f"  S={s} run {k + 1}/{runs} {target} ...", flush=True)
-                    samples[target].append(one_run(target, servers[target], s, timing))
-            results[s] = {t: summarize(v) for t, v in samples.items()}
+    results = _measure(subscribers, runs, targets, timing, "")
     verdicts = assess(results)
     out = report.results_dir(quick)
     text = print_tables(results, verdicts)
@@ -345,6 +336,25 @@ def run(
     return data
 
 
+def _measure(subscribers: tuple[int, ...], runs: int, targets: tuple[str, ...],
+             timing: dict[str, float], label: str, paced: int | None = None,
+             ) -> dict[int, dict[str, dict[str, Any]]]:
+    """Each target ``runs`` times per subscriber count, interleaved (so drift hits every target
+    alike), summarized per target."""
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
+        servers = _servers(Path(tmp))
+        for s in subscribers:
+            samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            for k in range(runs):
+                for target in targets:
+                    print(f"  {label}S={s} run {k + 1}/{runs} {target} ...", flush=True)
+                    samples[target].append(one_run(target, servers[target], s, timing,
+                                                   paced))
+            results[s] = {t: summarize(v) for t, v in samples.items()}
+    return results
+
+
 def run_idle(subscribers: tuple[int, ...], runs: int, targets: tuple[str, ...],
              seconds: float = 5.0) -> dict[str, Any]:
     """Many idle subscribers, a small patch every 100 ms: time until all have it, connect
@@ -353,17 +363,7 @@ def run_idle(subscribers: tuple[int, ...], runs: int, targets: tuple[str, ...],
     QUIET_TIMEOUT.update(seconds=3.0, budget=30.0)  # ratios within one run matter here
     machine = report.machine()
     print(f"fanout --idle on {report.machine_line(machine)}\n{runs} runs, {timing}\n")
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
-        servers = _servers(Path(tmp))
-        for s in subscribers:
-            samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-            for k in range(runs):
-                for target in targets:
-                    print(f"  idle S={s} run {k + 1}/{runs} {target} ...", flush=True)
-                    samples[target].append(
-                        one_run(target, servers[target], s, timing, paced=IDLE_RATE))
-            results[s] = {t: summarize(v) for t, v in samples.items()}
+    results = _measure(subscribers, runs, targets, timing, "idle ", paced=IDLE_RATE)
     rows = []
     for s, by_target in results.items():
         for target, x in by_target.items():

@@ -564,7 +564,7 @@ class Session:
 
     async def _resume_frames(self, sub: Subscriber, since: int) -> list[str] | None:
         """The versions after ``since``, or None when a snapshot is due instead: the client is
-        ahead of this store, its version was compacted away, or (the rule for joins) the tail
+        ahead of this store, its version was compacted away, or the tail (as for joins)
         is longer than ``max_join_tail`` or weighs more than the state."""
         if since > self.published or self.published - since > self.settings.max_join_tail:
             return None
