@@ -412,10 +412,6 @@ class Document:
         if self._history and self._history[-1][0] == self.version + 1:
             self._history.pop()
 
-    def record(self, applied: Applied) -> None:
-        """Account for a batch applied elsewhere (replayed from a log) in the base history."""
-        self._history.append((self.version, applied.written))
-
     def rebase(self, ops: list[Op], base: int) -> list[Op]:
         """``ops``, made at ``base``, as they apply at the head: array indexes moved over what
         was inserted and removed since, ``conflict`` where a later batch changed what they
