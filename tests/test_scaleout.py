@@ -70,7 +70,9 @@ async def drive(urls: list[str], doc: str, client: str, ids: list[int], acked: A
 
 
 def items_exactly_once(server: ServerProcess, doc: str, expected: list[tuple[str, int]]) -> None:
-    items = [tuple(x) for x in httpx.get(f"{server.url}/docs/{doc}/state").json()["items"]]
+    r = httpx.get(f"{server.url}/docs/{doc}/state")
+    assert r.status_code == 200, (r.text, server.log()[-6000:])
+    items = [tuple(x) for x in r.json()["items"]]
     assert sorted(items) == sorted(expected)  # every batch once: none lost, none twice
     for client in {c for c, _ in expected}:  # each client's batches in the order it sent them
         mine = [i for c, i in items if c == client]
@@ -80,8 +82,9 @@ def items_exactly_once(server: ServerProcess, doc: str, expected: list[tuple[str
 def log_replays_to_state(server: ServerProcess, doc: str) -> None:
     r = httpx.get(f"{server.url}/docs/{doc}/patches", params={"since": 0, "format": "json-patch"})
     assert r.status_code == 200
-    assert jsonpatch.apply_patch({}, r.json()["patches"]) == httpx.get(
-        f"{server.url}/docs/{doc}/state").json()
+    s = httpx.get(f"{server.url}/docs/{doc}/state")
+    assert s.status_code == 200, (s.text, server.log()[-8000:])
+    assert jsonpatch.apply_patch({}, r.json()["patches"]) == s.json()
 
 
 def metric(server: ServerProcess, name: str) -> float:
@@ -228,6 +231,30 @@ def test_redis_restart_under_load_loses_nothing_acknowledged(
     for proc in procs:
         items_exactly_once(proc, doc, expected)
     log_replays_to_state(procs[1], doc)
+
+
+def test_reads_after_a_redis_restart_succeed_on_pooled_connections(
+    redis_server: RedisProcess, server_factory: ServerFactory
+) -> None:
+    """Every connection in the pool died with Redis; each read still answers (retried once on
+    a fresh connection) instead of failing the document's session with 503."""
+    proc = processes(server_factory, redis_server, 1)[0]
+    init_items(proc, "pooled")
+
+    async def many_reads() -> None:  # several connections in the pool at once
+        async with httpx.AsyncClient(base_url=proc.url) as http:
+            answers = await asyncio.gather(*(
+                http.get("/docs/pooled/state") for _ in range(8)))
+            assert {r.status_code for r in answers} == {200}
+
+    asyncio.run(many_reads())
+    redis_server.kill()
+    redis_server.start()
+    for _ in range(8):
+        r = httpx.get(f"{proc.url}/docs/pooled/state")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"items": []}
+    assert httpx.get(f"{proc.url}/health").status_code == 200
 
 
 def test_a_resend_to_another_process_is_acknowledged_with_its_original_version(

@@ -14,6 +14,11 @@ with the version it was committed as, refuses the entry if the head is no longer
 before it, or appends it, records its (client, msg_id) and moves the head; all atomically.
 Ordering comes from the stream IDs, never from clocks. What an acknowledgement means on a Redis
 crash depends on Redis' AOF setting (``appendfsync always``: nothing acknowledged is lost).
+
+Reads (and ``PING``) are retried on a connection error: after Redis restarts, each pooled
+connection fails its first command, and a read is safe to repeat. Writes are not: a commit whose
+reply was lost may have been applied, so its failure drops the document's session and the
+clients resume (a resend meets its (client, msg_id) in the dedupe index).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
@@ -109,6 +116,9 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # a read meeting a dead pooled connection: the connection is dropped and the read runs
+        # again on a fresh one (at most 3 more times, within about a second)
+        self._reads = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3)
         self._epoch = ""
         self._redis: aioredis.Redis | None = None
         self._commit: Any = None
@@ -142,7 +152,7 @@ class RedisStore:
 
     async def ping(self) -> None:
         try:
-            await self.redis.ping()
+            await self._reads.call_with_retry(self.redis.ping, _ignore)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
 
@@ -173,11 +183,14 @@ class RedisStore:
         return int(floor)
 
     async def _transaction(self, build: Any) -> list[Any]:
-        try:
+        async def run() -> list[Any]:
             async with self.redis.pipeline(transaction=True) as pipe:
                 build(pipe)
                 result: list[Any] = await pipe.execute()
                 return result
+
+        try:
+            return await self._reads.call_with_retry(run, _ignore)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {exc}") from exc
 
@@ -235,3 +248,7 @@ class RedisStore:
                 if entries:
                     last = entries[-1][0].decode()
                     yield int(last.split("-", 1)[0])
+
+
+async def _ignore(error: Exception) -> None:
+    """A failed read's connection is already closed by redis-py: nothing more to do."""
