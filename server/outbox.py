@@ -1,11 +1,13 @@
 """A connection's outbound side: a bounded queue that coalesces under load.
 
 The apply path only ever calls :meth:`Outbox.put`, which appends to a deque and never awaits, so
-one slow client cannot delay a document or the other clients. A per-connection sender task
-(:meth:`Outbox.run`) takes everything queued since its last send and writes it as one frame: a
-JSON array of messages (protocol 1) or one concatenated bare array (lesson mode). A client whose
-queue exceeds its bounds while its socket is backed up is closed with 1013; it can resume with
-``since`` and lose nothing.
+one slow client cannot delay a document or the other clients. A sender task takes everything
+queued since its last send and writes it as one frame: a JSON array of messages (protocol 1) or
+one concatenated bare array (lesson mode). The task exists only while something is queued: an
+idle connection holds no task and no event, only this object. A client whose queue exceeds its
+bounds while its socket is backed up is closed with 1013; it can resume with ``since`` and lose
+nothing. :meth:`Outbox.shutdown` (a close code, or the client gone because a send failed) calls
+``on_done`` once: the connection's handler stops reading and closes the socket.
 
 With a ``write_now`` callable (the transport's :class:`~server.wsfast.FrameWriter`), messages
 put while the queue is empty and nothing is being sent are written at the end of the current
@@ -19,6 +21,7 @@ prepared frame is shared by every newcomer to that version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -59,7 +62,8 @@ class Outbox:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._on_sent = on_sent
-        self._queue: deque[str] = deque()
+        # created when first needed and dropped when drained: an idle connection has none
+        self._queue: deque[str] | None = None
         self._turn: list[str] = []  # put in this turn of the loop, written at its end
         self._bytes = 0
         # the catch-up at the front of the queue is not counted against the bounds: it is
@@ -67,9 +71,10 @@ class Outbox:
         self._backlog = 0
         self._backlog_bytes = 0
         self._sending = False
-        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None  # the sender, while something is queued
         self.closed = False
-        self.done = asyncio.Event()
+        # called once, by the first shutdown: the connection's handler stops and closes
+        self.on_done: Callable[[], None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.sent_frames = 0
@@ -77,7 +82,7 @@ class Outbox:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
 
     def put(self, frame: str) -> None:
         """Queue one live message (never blocks).
@@ -93,22 +98,23 @@ class Outbox:
                 asyncio.get_running_loop().call_soon(self._write_turn)
             self._turn.append(frame)
             return
-        self._queue.append(frame)
+        queue = self._queue_for_writing()
+        queue.append(frame)
         self._bytes += len(frame)
         if self._sending and (
-            len(self._queue) - self._backlog > self.max_messages
+            len(queue) - self._backlog > self.max_messages
             or self._bytes - self._backlog_bytes > self.max_bytes
         ):
             self.shutdown(CloseCode.TRY_AGAIN_LATER, "outbound queue overflow: resume with since")
             return
-        self._wakeup.set()
+        self._kick()
 
     def put_backlog(self, frames: list[str]) -> None:
         """Queue a catch-up (snapshot or resumed patches) ahead of any live message."""
         if self.closed:
             return
         if self._turn:  # live messages waiting for the end of this turn: the catch-up first
-            self._queue.extend(self._turn)
+            self._queue_for_writing().extend(self._turn)
             self._bytes += sum(map(len, self._turn))
             self._turn = []
         if not self._queue and not self._sending:
@@ -116,15 +122,19 @@ class Outbox:
             while written < len(frames) and self._write(frames[written]):
                 written += 1
             frames = frames[written:]
+            if not frames:
+                return
         # behind any earlier backlog, ahead of live messages (the catch-up comes first)
-        live = [self._queue.pop() for _ in range(len(self._queue) - self._backlog)]
+        queue = self._queue_for_writing()
+        live = [queue.pop() for _ in range(len(queue) - self._backlog)]
         for frame in frames:
-            self._queue.append(frame)
+            queue.append(frame)
             self._bytes += len(frame)
             self._backlog += 1
             self._backlog_bytes += len(frame)
-        self._queue.extend(reversed(live))
-        self._wakeup.set()
+        queue.extend(reversed(live))
+        if queue:
+            self._kick()
 
     def shutdown(self, code: int | None, reason: str = "") -> None:
         """Drop what is queued and stop; ``code`` (if any) is the close code the connection
@@ -133,11 +143,12 @@ class Outbox:
             return
         self.closed = True
         self.close_code, self.close_reason = code, reason
-        self._queue.clear()
+        self._queue = None
         self._turn = []
         self._bytes = self._backlog = self._backlog_bytes = 0
-        self._wakeup.set()
-        self.done.set()
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done()
 
     def _write_turn(self) -> None:
         """Write what was put during this turn of the loop, grouped as :meth:`_take` would;
@@ -152,9 +163,9 @@ class Outbox:
                 break
             start = end
         if start < len(frames) and not self.closed:
-            self._queue.extend(frames[start:])
+            self._queue_for_writing().extend(frames[start:])
             self._bytes += sum(len(f) for f in frames[start:])
-            self._wakeup.set()
+            self._kick()
 
     def _coalesce(self, frames: list[str]) -> str:
         return coalesce_bare(frames) if self.lesson else coalesce(frames)
@@ -172,14 +183,20 @@ class Outbox:
         if self._on_sent is not None:
             self._on_sent(size)
 
+    def _queue_for_writing(self) -> deque[str]:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
+
     def _take(self) -> str:
         frames: list[str] = []
         size = 0
         alone = self._write_now is not None  # large messages go in frames of their own
-        while self._queue and (not frames or size + len(self._queue[0]) <= MAX_COALESCED):
-            if alone and frames and (len(frames[0]) >= LARGE or len(self._queue[0]) >= LARGE):
+        queue = self._queue_for_writing()
+        while queue and (not frames or size + len(queue[0]) <= MAX_COALESCED):
+            if alone and frames and (len(frames[0]) >= LARGE or len(queue[0]) >= LARGE):
                 break
-            frame = self._queue.popleft()
+            frame = queue.popleft()
             size += len(frame)
             frames.append(frame)
             if self._backlog:
@@ -188,12 +205,15 @@ class Outbox:
         self._bytes -= size
         return self._coalesce(frames)
 
-    async def run(self) -> None:
-        """Send what is queued, coalesced, until shut down. Closing the socket is the caller's
-        job: it waits on ``done`` and may cancel this task if a send is stuck."""
-        while not self.closed:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+    def _kick(self) -> None:
+        """Start the sender task, unless it is running (it sends everything queued)."""
+        if self._task is None and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Send what is queued, coalesced, until the queue is empty or the outbox shut down. A
+        failed send means the client is gone: the outbox shuts down without a close code."""
+        try:
             while self._queue and not self.closed:
                 frame = self._take()
                 self._sending = True
@@ -202,6 +222,21 @@ class Outbox:
                 finally:
                     self._sending = False
                 self._sent(len(frame))
+        except Exception:
+            self.shutdown(None)
+        finally:
+            self._task = None
+            if not self._queue:
+                self._queue = None
+
+    async def stop(self) -> None:
+        """Cancel a send in progress (it may be stuck on a client that does not read) and wait
+        for the sender task to end. Closing the socket is the caller's job."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _group_end(frames: Sequence[str], start: int) -> int:

@@ -16,6 +16,7 @@ import math
 import time
 from typing import Any
 
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .access import Handshake, Role, origin_allowed, presence_user
@@ -146,47 +147,74 @@ async def _refuse(websocket: WebSocket, exc: ServerError) -> None:
 
 async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params: _Params,
                  bucket: TokenBucket | None, log: ConnectionLog, member: Member | None) -> None:
+    """Join the session, then read the client's frames in this (the connection's) task until
+    the client leaves or the outbox shuts down; then close. No other task is kept per
+    connection: the outbox starts a sender only while something is queued."""
     outbox = sub.outbox
-    sender = asyncio.create_task(outbox.run())
-    closed = asyncio.create_task(outbox.done.wait())
-    receiver: asyncio.Task[None] | None = None
+    task = asyncio.current_task()
+    assert task is not None
+    reading = _Reading(task)
+    outbox.on_done = reading.interrupt
     try:
         await session.join(sub, params.since, params.epoch)  # the catch-up is queued first
         if member is not None and params.presence:
             member.join()  # the full presence list, after synced
-        receiver = asyncio.create_task(_receive(websocket, session, sub, bucket, member))
-        await asyncio.wait({sender, receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
+        await _receive(websocket, session, sub, bucket, member, reading)
+    except asyncio.CancelledError:
+        if not reading.interrupted or task.uncancel() > 0:
+            raise  # cancelled from outside (not by the outbox): let it through
     except ServerError as exc:  # the store failed while catching up: the reason says so
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
     finally:
+        outbox.on_done = None
         session.leave(sub)
         if member is not None:
             member.leave()
-        if receiver is not None:
-            receiver.cancel()
-        closed.cancel()
         code = outbox.close_code
-        if code is None:  # the client went away, or the sender failed: nothing more to send
+        if code is None:  # the client went away, or a send failed: nothing more to send
             outbox.shutdown(None)
-            sender.cancel()
+            await outbox.stop()
             log.info("disconnected frames_sent=%d", outbox.sent_frames)
         else:
-            sender.cancel()  # it may be stuck sending to a client that does not read
+            await outbox.stop()  # it may be stuck sending to a client that does not read
             if code == CloseCode.TRY_AGAIN_LATER:
                 session.metrics.slow_disconnects.inc()
             log.warning("closing code=%d reason=%s", code, outbox.close_reason)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(websocket.close(code, outbox.close_reason), timeout=2)
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+
+
+class _Reading:
+    """The connection's task while it waits for a frame: the outbox's ``on_done`` interrupts
+    that wait (cancels it), and nothing else. A shutdown from within the task itself (while
+    handling a frame) is seen by the loop's check of ``outbox.closed`` instead."""
+
+    __slots__ = ("interrupted", "task", "waiting")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.waiting = False
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        if self.waiting and not self.interrupted:
+            self.interrupted = True
+            self.task.cancel()
+
+    async def receive(self, websocket: WebSocket) -> Message:
+        self.waiting = True
+        try:
+            return await websocket.receive()
+        finally:
+            self.waiting = False
 
 
 async def _receive(websocket: WebSocket, session: Session, sub: Subscriber,
-                   bucket: TokenBucket | None, member: Member | None) -> None:
+                   bucket: TokenBucket | None, member: Member | None, reading: _Reading) -> None:
     metrics = session.metrics
-    while True:
+    while not sub.outbox.closed:
         try:
-            message = await websocket.receive()
+            message = await reading.receive(websocket)
         except (WebSocketDisconnect, RuntimeError):
             return
         if message["type"] == "websocket.disconnect":

@@ -14,6 +14,11 @@ selected with uvicorn's ``ws`` setting by import string (``server.wsfast:Prepare
   kept per idle connection); messages under :data:`MIN_DEFLATE` bytes are sent uncompressed;
 - the ASGI scope gets the extension :data:`EXTENSION`: ``{"writer": FrameWriter}``.
 
+- an idle connection costs less memory: uvicorn's receive queue (an ``asyncio.Queue``: three
+  deques and an event, about 3 KiB) and its ``writable`` event become :class:`_ReceiveQueue`
+  and :class:`_Flag`, and the handshake's request and response (their headers, about 4 KiB)
+  are let go once the connection is accepted (the ASGI scope keeps the request's headers).
+
 Everything else (routing, handshake, ping/pong, close codes, ``ws_max_size``, graceful
 shutdown) is uvicorn's. An app that finds no extension in the scope (another server, a test
 client) sends through ASGI as before; see :func:`frame_writer`.
@@ -160,6 +165,87 @@ class FrameWriter:
         p.transport.write(frame)
 
 
+class _ReceiveQueue:
+    """What uvicorn's protocol uses of ``asyncio.Queue`` (``put_nowait``, ``get``, ``empty``),
+    for its one consumer, the ASGI app's ``receive``; empty, it holds two attributes."""
+
+    __slots__ = ("_head", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return self._head >= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items) - self._head
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while self.empty():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        item = self._items[self._head]
+        self._head += 1
+        if self._head == len(self._items):
+            self._items.clear()
+            self._head = 0
+        elif self._head >= 64:
+            del self._items[:self._head]
+            self._head = 0
+        return item
+
+
+class _Flag:
+    """What uvicorn's protocol uses of ``asyncio.Event`` for ``writable`` (``set``, ``clear``,
+    ``is_set``, ``wait``), with no deque until somebody waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
 class PreparedFrameProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O websockets protocol, with shared deflate and a :class:`FrameWriter`
     in the ASGI scope."""
@@ -167,6 +253,8 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.queue = _ReceiveQueue()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
         if config.ws_per_message_deflate:
             self.conn = ServerProtocol(extensions=[_DEFLATE], max_size=config.ws_max_size,
                                        logger=logging.getLogger("uvicorn.error"))
@@ -181,6 +269,14 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
                 wbits = extension.local_max_window_bits
         # the ASGI task starts on the next loop iteration: it sees this in its scope
         self.scope["extensions"][EXTENSION] = {"writer": FrameWriter(self, wbits)}
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and message["type"] == "websocket.accept":
+            # the response is sent; neither it nor the request is read again (websockets'
+            # parser keeps the request object as a local variable: empty its headers)
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
 
 
 def frame_writer(scope: MutableMapping[str, Any]) -> FrameWriter | None:

@@ -41,7 +41,6 @@ def test_direct_writes_at_the_end_of_the_turn_and_queue_when_refused() -> None:
     async def main() -> None:
         t = Transport()
         out = Outbox(t.send_text, write_now=t.write_now)
-        runner = asyncio.create_task(out.run())
         out.put('{"a":1}')
         assert t.direct == [] and out.depth == 0
         await turn()
@@ -62,7 +61,8 @@ def test_direct_writes_at_the_end_of_the_turn_and_queue_when_refused() -> None:
         await turn()
         assert t.direct[-1] == '{"f":6}'
         out.shutdown(None)
-        await runner
+        await out.stop()
+        assert out._task is None  # nothing queued, no sender task
 
     asyncio.run(main())
 
@@ -71,7 +71,6 @@ def test_slow_consumer_rule_is_unchanged() -> None:
     async def main() -> None:
         t = Transport()
         out = Outbox(t.send_text, write_now=t.write_now, max_messages=3)
-        runner = asyncio.create_task(out.run())
         t.open = False
         t.release.clear()  # the socket does not drain: the sender stays in send_text
         out.put("1")
@@ -80,7 +79,8 @@ def test_slow_consumer_rule_is_unchanged() -> None:
         for i in range(2, 6):
             out.put(str(i))
         assert out.closed and out.close_code == CloseCode.TRY_AGAIN_LATER
-        runner.cancel()
+        await out.stop()  # the send stuck on the stalled client is cancelled
+        assert out._task is None
 
     asyncio.run(main())
 
@@ -89,7 +89,6 @@ def test_backlog_is_written_directly_and_the_rest_queued_in_order() -> None:
     async def main() -> None:
         t = Transport()
         out = Outbox(t.send_text, write_now=t.write_now)
-        runner = asyncio.create_task(out.run())
         big = '{"type":"snapshot","state":"' + "x" * LARGE + '"}'
         out.put_backlog([big, '{"type":"synced"}'])
         assert t.direct == [big, '{"type":"synced"}']
@@ -106,7 +105,8 @@ def test_backlog_is_written_directly_and_the_rest_queued_in_order() -> None:
         # the large message goes alone (its prepared frame is shared); the rest coalesce
         assert t.sent == [big, '[{"type":"synced"},{"type":"patch"}]']
         out.shutdown(None)
-        await runner
+        await out.stop()
+        assert out._task is None  # nothing queued, no sender task
 
     asyncio.run(main())
 
@@ -115,12 +115,47 @@ def test_without_write_now_everything_goes_through_the_sender() -> None:
     async def main() -> None:
         t = Transport()
         out = Outbox(t.send_text)
-        runner = asyncio.create_task(out.run())
         big = '"' + "y" * LARGE + '"'
         out.put_backlog([big, "{}"])
         await asyncio.sleep(0)
         assert t.direct == [] and t.sent == [f"[{big},{{}}]"]
         out.shutdown(None)
-        await runner
+        await out.stop()
+        assert out._task is None  # nothing queued, no sender task
+
+    asyncio.run(main())
+
+
+def test_a_sender_task_exists_only_while_something_is_queued() -> None:
+    async def main() -> None:
+        t = Transport()
+        done: list[bool] = []
+        out = Outbox(t.send_text)
+        out.on_done = lambda: done.append(True)
+        assert out._task is None
+        out.put("1")
+        assert out._task is not None
+        await turn()
+        assert t.sent == ["1"] and out._task is None and not done
+        out.shutdown(1013, "overflow")
+        out.shutdown(None)  # the first shutdown wins; on_done is called once
+        assert done == [True] and out.close_code == 1013
+
+    asyncio.run(main())
+
+
+def test_a_failed_send_shuts_the_outbox_down_without_a_close_code() -> None:
+    async def main() -> None:
+        async def gone(text: str) -> None:
+            raise ConnectionResetError("the client went away")
+
+        done: list[bool] = []
+        out = Outbox(gone)
+        out.on_done = lambda: done.append(True)
+        out.put("1")
+        await turn()
+        assert out.closed and out.close_code is None and done == [True]
+        out.put("2")  # ignored once closed: no new sender
+        assert out._task is None
 
     asyncio.run(main())
