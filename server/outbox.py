@@ -11,8 +11,10 @@ nothing. :meth:`Outbox.shutdown` (a close code, or the client gone because a sen
 
 With a ``write_now`` callable (the transport's :class:`~server.wsfast.FrameWriter`), messages
 put while the queue is empty and nothing is being sent are written at the end of the current
-turn of the event loop (one callback, no task woken): one message as it is (its frame is shared
-with every subscriber), several (a round of publications) coalesced as the sender would. When
+turn of the event loop (one callback per turn for every connection of the process, no task
+woken): one message as it is (its frame is shared with every subscriber), several (a round of
+publications) coalesced as the sender would; the same messages coalesced for many connections
+give the very same text object (:func:`coalesce_shared`), so its frame too is built once. When
 ``write_now`` refuses (the socket is backed up) they are queued as without it. Messages of
 :data:`LARGE` characters or more (snapshots) are then sent as frames of their own, so their
 prepared frame is shared by every newcomer to that version.
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -43,6 +47,66 @@ class WriteNow(Protocol):
 MAX_COALESCED = 1 << 20
 # with ``write_now``, a message this large is never coalesced with others
 LARGE = 64 << 10
+# coalesced texts kept for the other connections of the same round (by count; only texts under
+# LARGE are kept, so this holds at most a few MB)
+SHARED_COALESCED = 64
+
+log = logging.getLogger(__name__)
+
+
+class _EndOfTurn:
+    """The outboxes put to during this turn of an event loop, written by one callback at its
+    end: a publication to N connections schedules one callback, not N."""
+
+    __slots__ = ("loop", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: list[Outbox] = []
+
+    def add(self, outbox: Outbox) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.run)
+        self.pending.append(outbox)
+
+    def run(self) -> None:
+        pending, self.pending = self.pending, []
+        for outbox in pending:
+            try:
+                outbox._write_turn()
+            except Exception:  # one connection's failure must not cost the others their turn
+                log.exception("writing to a connection failed")
+                outbox.shutdown(None)
+
+
+_END_OF_TURN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _EndOfTurn] = (
+    weakref.WeakKeyDictionary())
+
+
+def _end_of_turn() -> _EndOfTurn:
+    loop = asyncio.get_running_loop()
+    turn = _END_OF_TURN.get(loop)
+    if turn is None:
+        turn = _END_OF_TURN[loop] = _EndOfTurn(loop)
+    return turn
+
+
+_COALESCED: dict[tuple[bool, tuple[str, ...]], str] = {}
+
+
+def coalesce_shared(frames: list[str], lesson: bool) -> str:
+    """``frames`` as one frame's text (a JSON array of messages, or one bare array in lesson
+    mode); the same messages (the same text objects, as a round publishes them) give the same
+    text object, so the frame built from it is shared too."""
+    key = (lesson, tuple(frames))
+    text = _COALESCED.get(key)
+    if text is None:
+        text = coalesce_bare(frames) if lesson else coalesce(frames)
+        if len(text) < LARGE:
+            if len(_COALESCED) >= SHARED_COALESCED:
+                del _COALESCED[next(iter(_COALESCED))]
+            _COALESCED[key] = text
+    return text
 
 
 class Outbox:
@@ -65,6 +129,7 @@ class Outbox:
         # created when first needed and dropped when drained: an idle connection has none
         self._queue: deque[str] | None = None
         self._turn: list[str] = []  # put in this turn of the loop, written at its end
+        self._eot: _EndOfTurn | None = None  # the loop's end-of-turn writer, once needed
         self._bytes = 0
         # the catch-up at the front of the queue is not counted against the bounds: it is
         # bounded by the retention window, and a resuming client is by definition behind
@@ -95,7 +160,9 @@ class Outbox:
         if self._turn or (self._write_now is not None and not self._queue
                           and not self._sending):
             if not self._turn:
-                asyncio.get_running_loop().call_soon(self._write_turn)
+                if self._eot is None:
+                    self._eot = _end_of_turn()
+                self._eot.add(self)
             self._turn.append(frame)
             return
         queue = self._queue_for_writing()
@@ -154,12 +221,15 @@ class Outbox:
         """Write what was put during this turn of the loop, grouped as :meth:`_take` would;
         what ``write_now`` refuses is queued for the sender task."""
         frames, self._turn = self._turn, []
+        if len(frames) == 1 and not self.closed and self._write(frames[0]):
+            return  # the usual case: one publication
         start = 0
         while start < len(frames) and not self.closed:
             end = _group_end(frames, start)
             group = frames[start:end]
-            if not (self._write(group[0]) if len(group) == 1
-                    else self._write(self._coalesce(group), shared=False)):
+            text = group[0] if len(group) == 1 else coalesce_shared(group, self.lesson)
+            # a large coalesced text is not kept for others: its frame is not kept either
+            if not self._write(text, shared=len(group) == 1 or len(text) < LARGE):
                 break
             start = end
         if start < len(frames) and not self.closed:

@@ -112,7 +112,7 @@ async def endpoint(websocket: WebSocket, lesson: bool) -> None:
     writer = frame_writer(websocket.scope)  # prepared frames, when the server offers them
     outbox = Outbox(writer.send if writer else websocket.send_text, lesson=lesson,
                     max_messages=settings.max_queue_messages, max_bytes=settings.max_queue_bytes,
-                    on_sent=hub.metrics.bytes_out.inc,
+                    on_sent=hub.metrics.bytes_out_per_turn.inc,
                     write_now=writer.try_write if writer else None)
     sub = Subscriber(outbox, params.fmt, lesson, params.client, read_only=role is Role.READ,
                      context=context)

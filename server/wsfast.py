@@ -104,6 +104,21 @@ def _builder(variant: int, level: int = SHARED_LEVEL) -> Callable[[str], bytes]:
     return lambda text: deflate_frame(text, variant, level)
 
 
+class _LastFrame:
+    """The frame written last: a publication is written to every subscriber in a row, so the
+    cache is looked up once per publication, not once per connection."""
+
+    __slots__ = ("frame", "text", "variant")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.variant = -1
+        self.frame = b""
+
+
+_last = _LastFrame()
+
+
 class FrameWriter:
     """Writes a text message to one connection as a prepared frame shared with others."""
 
@@ -136,12 +151,17 @@ class FrameWriter:
                 return False  # the sender compresses it, off the event loop
             p.transport.write(text_frame(text))
             return True
-        cache = _cache(text)
-        frame = cache.peek(text, variant)
-        if frame is None:
-            if variant and len(text) >= THREAD_BYTES:
-                return False  # compressing it would hold the event loop: the sender does it
-            frame = cache.get(text, variant, _builder(variant))
+        if text is _last.text and variant == _last.variant:  # the rest of a fan-out
+            frame = _last.frame
+        else:
+            cache = _cache(text)
+            peeked = cache.peek(text, variant)
+            if peeked is None:
+                if variant and len(text) >= THREAD_BYTES:
+                    return False  # compressing it would hold the event loop: the sender does
+                peeked = cache.get(text, variant, _builder(variant))
+            _last.text, _last.variant, _last.frame = text, variant, peeked
+            frame = peeked
         p.transport.write(frame)
         return True
 

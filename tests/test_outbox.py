@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from server.errors import CloseCode
-from server.outbox import LARGE, Outbox
+from server.messages import coalesce_bare
+from server.outbox import LARGE, Outbox, coalesce_shared
 
 
 class Transport:
@@ -157,5 +158,53 @@ def test_a_failed_send_shuts_the_outbox_down_without_a_close_code() -> None:
         assert out.closed and out.close_code is None and done == [True]
         out.put("2")  # ignored once closed: no new sender
         assert out._task is None
+
+    asyncio.run(main())
+
+
+def test_one_end_of_turn_callback_writes_every_outbox_and_survives_a_failing_one() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        scheduled = 0
+        call_soon = loop.call_soon
+
+        def counting(*args: object, **kwargs: object) -> asyncio.Handle:
+            nonlocal scheduled
+            scheduled += 1
+            return call_soon(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        transports = [Transport() for _ in range(50)]
+        outboxes = [Outbox(t.send_text, write_now=t.write_now) for t in transports]
+
+        def broken(text: str, shared: bool = True) -> bool:
+            raise RuntimeError("this connection's transport is broken")
+
+        outboxes[10]._write_now = broken
+        for out in outboxes:
+            out.put('{"a":1}')
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+        assert scheduled == 1  # one callback for the 50 connections
+        await turn()
+        assert all(t.direct == ['{"a":1}'] for i, t in enumerate(transports) if i != 10)
+        assert outboxes[10].closed and outboxes[10].close_code is None
+
+    asyncio.run(main())
+
+
+def test_the_same_round_coalesced_for_many_connections_is_one_text_object() -> None:
+    async def main() -> None:
+        transports = [Transport() for _ in range(3)]
+        outboxes = [Outbox(t.send_text, write_now=t.write_now) for t in transports]
+        first, second = '{"type":"patch","v":1}', '{"type":"patch","v":2}'
+        for out in outboxes:
+            out.put(first)
+            out.put(second)
+        await turn()
+        texts = [t.direct[0] for t in transports]
+        assert texts[0] == f"[{first},{second}]"
+        assert all(text is texts[0] for text in texts)  # built once: its frame is shared too
+        assert coalesce_shared([first, second], lesson=True) == (
+            coalesce_bare([first, second]))  # the lesson's form is kept apart
 
     asyncio.run(main())

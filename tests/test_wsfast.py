@@ -4,6 +4,7 @@ on the wire are what RFC 6455 and RFC 7692 say, read by a client written here on
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -16,6 +17,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+
+from server.wsfast import _Flag, _ReceiveQueue
 
 from .clients import Message, WsClient
 from .conftest import ServerFactory, ServerProcess
@@ -187,3 +190,40 @@ def test_graceful_shutdown_closes_with_1012(server_factory: ServerFactory) -> No
             with pytest.raises(ConnectionClosed) as closed:
                 c.until(lambda m: False)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+
+
+def test_the_light_receive_queue_and_flag_behave_as_asyncio_queue_and_event() -> None:
+    """uvicorn's protocol reads from these as from an asyncio.Queue and an asyncio.Event."""
+
+    async def main() -> None:
+        queue = _ReceiveQueue()
+        assert queue.empty()
+        getter = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        queue.put_nowait(1)
+        assert await getter == 1 and queue.empty()
+        for i in range(200):  # in order, across the compaction of consumed items
+            queue.put_nowait(i)
+        assert [await queue.get() for _ in range(150)] == list(range(150))
+        queue.put_nowait(200)
+        assert queue.qsize() == 51
+        assert [await queue.get() for _ in range(51)] == list(range(150, 201))
+        cancelled = asyncio.create_task(queue.get())  # a cancelled get loses nothing
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        queue.put_nowait("kept")
+        assert await queue.get() == "kept"
+
+        flag = _Flag()
+        assert flag.is_set() and await flag.wait()
+        flag.clear()
+        waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiters)
+        waiters[0].cancel()
+        flag.set()
+        await asyncio.sleep(0)
+        assert waiters[0].cancelled() and all(w.result() for w in waiters[1:])
+
+    asyncio.run(main())
