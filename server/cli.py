@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -233,6 +234,17 @@ class RedactTokens(logging.Filter):
 WS_PROTOCOL = "server.wsfast:PreparedFrameProtocol"
 
 
+def tune_gc() -> None:
+    """Our process only (not an app that embeds create_app): what is alive at startup (modules,
+    the app) is frozen out of the cyclic collector's scans, and the youngest generation is
+    collected every 50,000 allocations instead of 700. Reference counting frees nearly all of
+    this server's garbage; the collector's pauses showed as the slowest deliveries (a paced
+    fan-out's maximum latency fell from about 25 to 10 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         log_level: str = "info", app: Starlette | None = None, *, ws_deflate: bool = True,
         prepared_frames: bool = True) -> None:
@@ -242,6 +254,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     )
     for name in ("uvicorn.access", "uvicorn.error", "server"):
         logging.getLogger(name).addFilter(RedactTokens())
+    tune_gc()
     uvicorn.run(
         app if app is not None else create_app(settings),
         host=host,
