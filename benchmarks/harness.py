@@ -248,6 +248,13 @@ def lesson_relay(name: str = "lesson-relay", per_message: bool = False
                                       "--exit-with-stdin", *flags])
 
 
+def state_frame_server(state: Path, name: str = "state-frame") -> AbstractContextManager[Proc]:
+    """A Node server sending each connection ``state`` as one frame: the network floor of a join
+    (``relay/state_frame_server.mjs``)."""
+    return _relay(name, lambda port: [node(), str(RELAY_DIR / "state_frame_server.mjs"),
+                                      str(port), str(state), "--exit-with-stdin"])
+
+
 def starlette_relay(name: str = "starlette-relay") -> AbstractContextManager[Proc]:
     return _relay(name, lambda port: [sys.executable, str(RELAY_DIR / "starlette_relay.py"),
                                       "--port", str(port)])

@@ -23,7 +23,8 @@ loading. The state a joiner reaches is checked against the workload's final stat
 
 Mode ``--joiners`` (``[--sizes 100000] [--repeat 7]``): the gifts list after H edits on our
 server with its defaults, joined by clients that offer permessage-deflate (as browsers do) and by
-clients that do not: bytes on the wire, join time (beside the parse floor), and the server's CPU
+clients that do not: bytes on the wire, join time (beside the parse floor, and the network floor:
+the same state as one frame from a Node server, relay/state_frame_server.mjs), and the server's CPU
 for 1 and for 100 newcomers to one fresh version (each after more than ``max_join_tail`` edits,
 so the snapshot is serialized and compressed anew); and ``GET /state`` with and without gzip.
 """
@@ -40,7 +41,15 @@ import orjson
 from websockets.sync.client import connect
 
 from . import report, workloads
-from .harness import QUIET_TIMEOUT, Proc, lesson_relay, our_server, run_node, wait_for_quiet
+from .harness import (
+    QUIET_TIMEOUT,
+    Proc,
+    lesson_relay,
+    our_server,
+    run_node,
+    state_frame_server,
+    wait_for_quiet,
+)
 
 DOC = "bench"
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
@@ -488,6 +497,9 @@ def measure_joiners(h: int, tmp: Path, repeat: int) -> dict[str, Any]:
         for deflate in (False, True):
             row["join_deflate" if deflate else "join_plain"] = _joins(
                 "join", url, expected, repeat, deflate=deflate)
+        # the network floor: the same state as one frame from a Node server (same run)
+        with state_frame_server(expected) as floor:
+            row["join_frame"] = _joins("frame", floor.ws + "/", expected, repeat)
         with httpx.Client(base_url=ours.url) as http:
             plain = http.get(f"/docs/{DOC}/state", headers={"accept-encoding": "identity"})
             with http.stream("GET", f"/docs/{DOC}/state",
@@ -537,6 +549,8 @@ def run_joiners(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
             f"{zipped.get('wire_bytes')} ({zipped.get('wire_bytes', 0) / state:.3f}x)",
             plain["ms"], zipped["ms"], plain["parse_floor_ms"],
             plain["ms"] / plain["parse_floor_ms"],
+            r["join_frame"].get("ms", float("nan")),
+            plain["ms"] / r["join_frame"]["ms"] if "ms" in r["join_frame"] else float("nan"),
             f"{r['http']['gzip_bytes']} ({r['http']['gzip_bytes'] / state:.3f}x)",
             " / ".join(f"{r[f'plain_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
             " / ".join(f"{r[f'deflate_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
@@ -544,6 +558,7 @@ def run_joiners(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
     text = report.table(
         ["H", "state bytes", "join wire bytes, plain", "join wire bytes, deflate",
          "join ms, plain", "join ms, deflate", "parse floor ms", "plain join / floor",
+         "one Node frame join ms", "plain join / one Node frame",
          "GET /state gzip bytes",
          f"server CPU ms, plain, {' / '.join(map(str, JOINER_COUNTS))} joiners",
          f"server CPU ms, deflate, {' / '.join(map(str, JOINER_COUNTS))} joiners"],

@@ -50,9 +50,9 @@ def create_app(settings: Settings, hooks: Hooks | None = None) -> Starlette:
     """The server as a Starlette app. Raises OSError or ValueError for a token file or key
     that cannot be read."""
     sockets = [
-        WebSocketRoute("/", ws.lesson_endpoint),
-        WebSocketRoute("/ws", ws.protocol_endpoint),
-        WebSocketRoute("/ws/{doc}", ws.protocol_endpoint),
+        WebSocketRoute("/", ws.lesson_endpoint, name="lesson_endpoint"),
+        WebSocketRoute("/ws", ws.protocol_endpoint, name="protocol_endpoint"),
+        WebSocketRoute("/ws/{doc}", ws.protocol_endpoint, name="protocol_endpoint"),
     ]
     routes: list[BaseRoute] = [
         *sockets,
@@ -116,7 +116,9 @@ class _RequireRunning:
     with it every frame of the ASGI stack it was called through. Matched here (by Starlette's
     own ``route.matches``), a connection to one of ``sockets`` skips Starlette's exception
     middleware and router, whose frames and closures cost about 2 KiB per open connection.
-    Neither does anything for these routes: they register no exception handler."""
+    Neither does anything for these routes: this app registers no exception handler, and the
+    endpoints handle their own errors (an unexpected one closes the connection with 1011). A
+    host app's middleware and exception handlers, outside this app, still apply."""
 
     def __init__(self, app: ASGIApp, sockets: Sequence[WebSocketRoute] = ()) -> None:
         self.app = app

@@ -14,7 +14,7 @@ put while the queue is empty and nothing is being sent are written at the end of
 turn of the event loop (one callback per turn for every connection of the process, no task
 woken): one message as it is (its frame is shared with every subscriber), several (a round of
 publications) coalesced as the sender would; the same messages coalesced for many connections
-give the very same text object (:func:`coalesce_shared`), so its frame too is built once. When
+give the very same text object (:meth:`_EndOfTurn.coalesced`), so its frame too is built once. When
 ``write_now`` refuses (the socket is backed up) they are queued as without it. Messages of
 :data:`LARGE` characters or more (snapshots) are then sent as frames of their own, so their
 prepared frame is shared by every newcomer to that version.
@@ -23,7 +23,6 @@ prepared frame is shared by every newcomer to that version.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections import deque
@@ -47,27 +46,47 @@ class WriteNow(Protocol):
 MAX_COALESCED = 1 << 20
 # with ``write_now``, a message this large is never coalesced with others
 LARGE = 64 << 10
-# coalesced texts kept for the other connections of the same round (by count; only texts under
-# LARGE are kept, so this holds at most a few MB)
-SHARED_COALESCED = 64
+# coalesced texts kept for the other connections of the same round, per event loop (by count;
+# only texts under LARGE are kept, so this holds at most a few MB)
+SHARED_COALESCED = 256
 
 log = logging.getLogger(__name__)
 
 
 class _EndOfTurn:
     """The outboxes put to during this turn of an event loop, written by one callback at its
-    end: a publication to N connections schedules one callback, not N."""
+    end: a publication to N connections schedules one callback, not N. Also the loop's texts
+    coalesced this turn (:meth:`coalesced`). It holds no reference to its loop, so the entry
+    of a loop that is gone goes with it."""
 
-    __slots__ = ("loop", "pending")
+    __slots__ = ("coalesced_texts", "pending")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.pending: list[Outbox] = []
+        self.coalesced_texts: dict[tuple[bool, tuple[str, ...]], str] = {}
 
     def add(self, outbox: Outbox) -> None:
         if not self.pending:
-            self.loop.call_soon(self.run)
+            asyncio.get_running_loop().call_soon(self.run)
         self.pending.append(outbox)
+
+    def coalesced(self, frames: list[str], lesson: bool) -> tuple[str, bool]:
+        """``frames`` as one frame's text (a JSON array of messages, or one bare array in
+        lesson mode), and whether another connection had the same round (the same text
+        objects) before: then the very same text object, whose frame is worth building once
+        and sharing. A round with a message for one connection only (an ack) is unique to it:
+        its text is kept in case, but its frame is neither compressed nor cached."""
+        key = (lesson, tuple(frames))
+        texts = self.coalesced_texts
+        text = texts.get(key)
+        if text is not None:
+            return text, True
+        text = coalesce_bare(frames) if lesson else coalesce(frames)
+        if len(text) < LARGE:
+            if len(texts) >= SHARED_COALESCED:
+                del texts[next(iter(texts))]
+            texts[key] = text
+        return text, False
 
     def run(self) -> None:
         pending, self.pending = self.pending, []
@@ -87,26 +106,8 @@ def _end_of_turn() -> _EndOfTurn:
     loop = asyncio.get_running_loop()
     turn = _END_OF_TURN.get(loop)
     if turn is None:
-        turn = _END_OF_TURN[loop] = _EndOfTurn(loop)
+        turn = _END_OF_TURN[loop] = _EndOfTurn()
     return turn
-
-
-_COALESCED: dict[tuple[bool, tuple[str, ...]], str] = {}
-
-
-def coalesce_shared(frames: list[str], lesson: bool) -> str:
-    """``frames`` as one frame's text (a JSON array of messages, or one bare array in lesson
-    mode); the same messages (the same text objects, as a round publishes them) give the same
-    text object, so the frame built from it is shared too."""
-    key = (lesson, tuple(frames))
-    text = _COALESCED.get(key)
-    if text is None:
-        text = coalesce_bare(frames) if lesson else coalesce(frames)
-        if len(text) < LARGE:
-            if len(_COALESCED) >= SHARED_COALESCED:
-                del _COALESCED[next(iter(_COALESCED))]
-            _COALESCED[key] = text
-    return text
 
 
 class Outbox:
@@ -227,9 +228,12 @@ class Outbox:
         while start < len(frames) and not self.closed:
             end = _group_end(frames, start)
             group = frames[start:end]
-            text = group[0] if len(group) == 1 else coalesce_shared(group, self.lesson)
-            # a large coalesced text is not kept for others: its frame is not kept either
-            if not self._write(text, shared=len(group) == 1 or len(text) < LARGE):
+            if len(group) == 1:
+                text, shared = group[0], True
+            else:
+                assert self._eot is not None  # set by the put that started this turn
+                text, shared = self._eot.coalesced(group, self.lesson)
+            if not self._write(text, shared):
                 break
             start = end
         if start < len(frames) and not self.closed:
@@ -305,8 +309,12 @@ class Outbox:
         task = self._task
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the caller itself is being cancelled, not only the sender
 
 
 def _group_end(frames: Sequence[str], start: int) -> int:

@@ -165,6 +165,9 @@ async def _serve(websocket: WebSocket, session: Session, sub: Subscriber, params
             raise  # cancelled from outside (not by the outbox): let it through
     except ServerError as exc:  # the store failed while catching up: the reason says so
         outbox.shutdown(CloseCode.INTERNAL_ERROR, exc.message[:120])
+    except Exception:  # a bug: logged, and the client told (1011), as any server error
+        log.exception("unexpected error on this connection")
+        outbox.shutdown(CloseCode.INTERNAL_ERROR, "internal error: reconnect and resume")
     finally:
         outbox.on_done = None
         session.leave(sub)

@@ -104,19 +104,10 @@ def _builder(variant: int, level: int = SHARED_LEVEL) -> Callable[[str], bytes]:
     return lambda text: deflate_frame(text, variant, level)
 
 
-class _LastFrame:
-    """The frame written last: a publication is written to every subscriber in a row, so the
-    cache is looked up once per publication, not once per connection."""
-
-    __slots__ = ("frame", "text", "variant")
-
-    def __init__(self) -> None:
-        self.text: str | None = None
-        self.variant = -1
-        self.frame = b""
-
-
-_last = _LastFrame()
+# the frame written last, as (text, variant, frame): a publication is written to every
+# subscriber in a row, so the cache is looked up once per publication, not once per connection.
+# Replaced in one assignment: a reader in another thread's event loop sees a consistent triple.
+_last: tuple[str | None, int, bytes] = (None, -1, b"")
 
 
 class FrameWriter:
@@ -151,8 +142,10 @@ class FrameWriter:
                 return False  # the sender compresses it, off the event loop
             p.transport.write(text_frame(text))
             return True
-        if text is _last.text and variant == _last.variant:  # the rest of a fan-out
-            frame = _last.frame
+        global _last
+        last = _last
+        if text is last[0] and variant == last[1]:  # the rest of a fan-out
+            frame = last[2]
         else:
             cache = _cache(text)
             peeked = cache.peek(text, variant)
@@ -160,7 +153,7 @@ class FrameWriter:
                 if variant and len(text) >= THREAD_BYTES:
                     return False  # compressing it would hold the event loop: the sender does
                 peeked = cache.get(text, variant, _builder(variant))
-            _last.text, _last.variant, _last.frame = text, variant, peeked
+            _last = (text, variant, peeked)
             frame = peeked
         p.transport.write(frame)
         return True

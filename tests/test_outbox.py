@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
+from server import outbox as outbox_module
 from server.errors import CloseCode
-from server.messages import coalesce_bare
-from server.outbox import LARGE, Outbox, coalesce_shared
+from server.outbox import LARGE, Outbox
 
 
 class Transport:
@@ -15,6 +16,7 @@ class Transport:
     def __init__(self) -> None:
         self.open = True
         self.direct: list[str] = []
+        self.shared: list[bool] = []  # per direct write: offered as a frame others share
         self.sent: list[str] = []
         self.release = asyncio.Event()
         self.release.set()
@@ -22,6 +24,7 @@ class Transport:
     def write_now(self, text: str, shared: bool = True) -> bool:
         if self.open:
             self.direct.append(text)
+            self.shared.append(shared)
         return self.open
 
     async def send_text(self, text: str) -> None:
@@ -197,14 +200,30 @@ def test_the_same_round_coalesced_for_many_connections_is_one_text_object() -> N
         transports = [Transport() for _ in range(3)]
         outboxes = [Outbox(t.send_text, write_now=t.write_now) for t in transports]
         first, second = '{"type":"patch","v":1}', '{"type":"patch","v":2}'
-        for out in outboxes:
+        ack = '{"type":"ack","id":1,"version":2}'
+        outboxes[0].put(first)
+        outboxes[0].put(ack)  # the submitter's round: its own, written unshared
+        for out in outboxes[1:]:
             out.put(first)
             out.put(second)
         await turn()
-        texts = [t.direct[0] for t in transports]
-        assert texts[0] == f"[{first},{second}]"
-        assert all(text is texts[0] for text in texts)  # built once: its frame is shared too
-        assert coalesce_shared([first, second], lesson=True) == (
-            coalesce_bare([first, second]))  # the lesson's form is kept apart
+        assert transports[0].direct == [f"[{first},{ack}]"] and transports[0].shared == [False]
+        one, two = transports[1].direct[0], transports[2].direct[0]
+        assert one == f"[{first},{second}]" and two is one  # built once: its frame is shared
+        assert transports[1].shared == [False] and transports[2].shared == [True]
 
     asyncio.run(main())
+
+
+def test_a_finished_event_loop_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        out = Outbox(Transport().send_text, write_now=Transport().write_now)
+        out.put("{}")
+        await turn()
+
+    gc.collect()
+    before = len(outbox_module._END_OF_TURN)
+    for _ in range(3):
+        asyncio.run(main())
+    gc.collect()
+    assert len(outbox_module._END_OF_TURN) <= before  # each loop's entry went with it

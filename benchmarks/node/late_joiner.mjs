@@ -14,6 +14,8 @@
 //   since0  our server, resume from version 0 (ws .../ws/DOC?since=0&epoch=E): every `patch`
 //           message of the history until `synced`, applied to {} frame by frame.
 //   http0   our server, GET .../patches?since=0&format=immer: one response, applied to {}.
+//   frame   ../relay/state_frame_server.mjs: the state as one frame, JSON.parse'd (the network
+//           floor of a join: what any server costs at least).
 //
 // A join's time runs from opening the connection (or request) to the state being applied;
 // bytes are the message payloads received (text, after any decompression; compression is
@@ -64,6 +66,13 @@ function joinWs(url, mode) {
       bytes += data.length;
       frames += 1;
       const msg = JSON.parse(data);
+      if (mode === "frame") {
+        messages += 1;
+        state = msg;
+        ws.removeAllListeners("close");
+        done();
+        return;
+      }
       if (mode === "lesson") {
         messages += 1;
         state = applyPatches(state, msg);

@@ -134,8 +134,9 @@ class RedisStore:
         return self._redis
 
     async def open(self) -> None:
+        # a Redis that does not answer a connection attempt is down: say so within seconds
         self._redis = aioredis.from_url(self.url, decode_responses=False,
-                                        health_check_interval=10)
+                                        health_check_interval=10, socket_connect_timeout=5)
         try:
             await self.redis.set("ips:epoch", uuid.uuid4().hex, nx=True)
             epoch: Any = await self.redis.get("ips:epoch")
