@@ -36,7 +36,6 @@ from .messages import (
     PatchRequest,
     coalesce_bare,
     encode_ack,
-    encode_patch,
     encode_reject,
     encode_snapshot,
     encode_synced,
@@ -48,40 +47,14 @@ from .presence_hub import Presence
 from .presence_relay import open_relay
 from .schema import checker
 from .store import LogEntry, Store
+from .window import Dedupe, RecentLog, Record, SnapshotPolicy
 
 log = logging.getLogger("server.hub")
 
 # replaying our own log needs no input limits: it was validated when it was accepted
 _REPLAY_LIMITS = Limits(10**12, 10**12, 10**6, 10**12, 10**12, 10**15)
-# the byte rule for snapshots applies only after this many versions, so a tiny document with
-# large patches is not snapshotted on every version
-_MIN_SNAPSHOT_GAP = 8
-_RECENT_MAX_BYTES = 32 << 20
 # the most batches one round applies and commits together
 _MAX_ROUND = 1024
-
-
-@dataclass(slots=True)
-class Record:
-    """One published version, serialized once per format."""
-
-    version: int
-    immer: str  # the Immer patches (a JSON array): also the lesson-mode frame
-    json_patch: str
-    immer_message: str = ""
-    json_patch_message: str = ""
-
-    def __post_init__(self) -> None:
-        self.immer_message = encode_patch(self.version, self.immer)
-        self.json_patch_message = encode_patch(self.version, self.json_patch)
-
-    @classmethod
-    def from_entry(cls, entry: LogEntry) -> Record:
-        return cls(entry.version, entry.immer.decode(), entry.json_patch.decode())
-
-    @property
-    def size(self) -> int:
-        return len(self.immer) + len(self.json_patch)
 
 
 @dataclass(eq=False)
@@ -176,16 +149,11 @@ class Session:
         self.published = document.version  # the newest version durable and sent
         self.floor = floor
         self.stored = stored  # a snapshot of this document exists in the store
-        self.snapshot_version = snapshot.version
-        self.snapshot_size = len(snapshot.state_json)
+        self.snapshots = SnapshotPolicy(self.settings.snapshot_every, snapshot.version,
+                                        len(snapshot.state_json))
         self.cache = snapshot  # the newest serialized committed state
-        self.log_bytes = 0  # log bytes since the last snapshot
-        self.recent: deque[Record] = deque()
-        self.recent_bytes = 0
-        self.dedupe: dict[tuple[str, str], int] = {}
-        self.dedupe_order: deque[tuple[int, tuple[str, str]]] = deque()
-        for client, msg_id, version in dedupe:
-            self._remember((client, msg_id), version)
+        self.recent = RecentLog(max(self.settings.snapshot_every, self.settings.max_join_tail))
+        self.dedupe = Dedupe(dedupe)
         self.inbox: deque[_Submit | _Task] = deque()
         self.wakeup = asyncio.Event()
         self.remote = False  # a shared store told us others committed
@@ -300,7 +268,7 @@ class Session:
             for lost in reversed(staged[failed:]):
                 self.document.revert(lost.applied)
                 if lost.key is not None:
-                    self._forget(lost.key)
+                    self.dedupe.forget(lost.key)
             cut = next(i for i, o in enumerate(outcomes) if o is staged[failed])
             self.inbox.extendleft(reversed(items[cut:]))
             self.remote = True
@@ -344,7 +312,7 @@ class Session:
         entry = LogEntry(version, json_patch, immer, item.client, key[1] if key else None,
                          time.time())
         if key is not None:
-            self._remember(key, version)
+            self.dedupe.remember(key, version)
         record = Record(version, immer.decode(), json_patch.decode())
         return _Staged(item, applied, entry, record, key, self._snapshot_if_due(len(json_patch)))
 
@@ -372,7 +340,7 @@ class Session:
         carries the patches as applied when they differ from what the sender sent (rebased,
         compacted or normalised), so its replica takes the server's version of its change."""
         self.published = record.version
-        self._add_recent(record)
+        self.recent.add(record)
         origin = item.origin if item is not None else None
         for sub in self.subscribers:
             if sub is origin:
@@ -449,7 +417,7 @@ class Session:
             if applied.empty or self.document.version != entry.version:
                 raise StoreUnavailable(f"log entry {entry.version} does not apply")
             if entry.client is not None and entry.msg_id is not None:
-                self._remember((entry.client, entry.msg_id), entry.version)
+                self.dedupe.remember((entry.client, entry.msg_id), entry.version)
             self._publish(Record.from_entry(entry), None)
             self.stored = True
             state = self._snapshot_if_due(len(entry.json_patch))
@@ -458,34 +426,11 @@ class Session:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _remember(self, key: tuple[str, str], version: int) -> None:
-        self.dedupe[key] = version
-        self.dedupe_order.append((version, key))
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        self.dedupe.pop(key, None)  # its dedupe_order entry goes at the next compaction
-
-    def _add_recent(self, record: Record) -> None:
-        self.recent.append(record)
-        self.recent_bytes += record.size
-        limit = max(self.settings.snapshot_every, self.settings.max_join_tail)
-        while self.recent and (len(self.recent) > limit or self.recent_bytes > _RECENT_MAX_BYTES):
-            self.recent_bytes -= self.recent.popleft().size
-
     def _snapshot_if_due(self, log_bytes: int) -> bytes | None:
-        """Account for a new version; the serialized state when a snapshot is due: every
-        ``snapshot_every`` versions, or when the log since the last one outgrew it."""
-        self.log_bytes += log_bytes
-        version = self.document.version
-        gap = version - self.snapshot_version
-        if gap < self.settings.snapshot_every and not (
-            gap >= _MIN_SNAPSHOT_GAP and self.log_bytes > self.snapshot_size
-        ):
-            return None
-        state = orjson.dumps(self.document.state)
-        self.snapshot_version = version
-        self.snapshot_size = self.document.size = len(state)  # re-anchor the size estimate
-        self.log_bytes = 0
+        """Account for a new version; the serialized state when a snapshot is due."""
+        state = self.snapshots.due(self.document.version, log_bytes, self.document.state)
+        if state is not None:
+            self.document.size = len(state)  # re-anchor the size estimate
         return state
 
     async def _save_snapshot(self, version: int, state: bytes) -> None:
@@ -496,10 +441,7 @@ class Session:
                                           self.settings.retain_versions)
         if floor > self.floor:
             self.floor = floor
-            while self.dedupe_order and self.dedupe_order[0][0] <= floor:
-                _, key = self.dedupe_order.popleft()
-                if self.dedupe.get(key, floor + 1) <= floor:
-                    del self.dedupe[key]
+            self.dedupe.trim(floor)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -513,12 +455,7 @@ class Session:
 
     def _recent_after(self, version: int) -> list[Record] | None:
         """Published records version+1.., or None when memory does not reach back."""
-        if version >= self.published:
-            return []
-        if version < self.floor or not self.recent or self.recent[0].version > version + 1:
-            return None
-        start = version + 1 - self.recent[0].version
-        return [self.recent[i] for i in range(start, len(self.recent))]
+        return self.recent.after(version, self.published, self.floor)
 
     def _snapshot_frames(self, sub: Subscriber) -> list[str]:
         """A newcomer's catch-up: the cached snapshot plus a short tail, else a fresh one."""
@@ -732,8 +669,8 @@ class Hub:
         session = Session(self, doc_id, document, stored=True, floor=stored.floor,
                           snapshot=snapshot, dedupe=stored.dedupe)
         for record in records:
-            session._add_recent(record)
-            session.log_bytes += len(record.json_patch)
+            session.recent.add(record)
+            session.snapshots.log_bytes += len(record.json_patch)
         log.info("doc=%s loaded at version %d (snapshot %d + %d entries) in %.1f ms", doc_id,
                  document.version, stored.snapshot_version, len(stored.entries),
                  (time.perf_counter() - started) * 1000)

@@ -115,7 +115,7 @@ class _Gauges(Collector):
         total = most = 0
         for doc, session in list(self.hub.sessions.items()):
             version.add_metric([doc], session.document.version)
-            snapshot.add_metric([doc], session.snapshot_version)
+            snapshot.add_metric([doc], session.snapshots.version)
             log_len.add_metric([doc], session.document.version - session.floor)
             subs.add_metric([doc], len(session.subscribers))
             size.add_metric([doc], session.document.size)
