@@ -55,9 +55,9 @@ log = logging.getLogger(__name__)
 
 class _EndOfTurn:
     """The outboxes put to during this turn of an event loop, written by one callback at its
-    end: a publication to N connections schedules one callback, not N. Also the loop's texts
-    coalesced this turn (:meth:`coalesced`). It holds no reference to its loop, so the entry
-    of a loop that is gone goes with it."""
+    end: a publication to N connections schedules one callback, not N. Also the loop's
+    recently coalesced texts (:meth:`coalesced`, the newest :data:`SHARED_COALESCED`). It
+    holds no reference to its loop, so the entry of a loop that is gone goes with it."""
 
     __slots__ = ("coalesced_texts", "pending")
 
