@@ -10,7 +10,7 @@ import copy
 import json
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -127,3 +127,17 @@ def closed_with(client: WsClient) -> int:
             client.recv()
     assert info.value.rcvd is not None, "the server sent no close frame"
     return info.value.rcvd.code
+
+
+class Served(Protocol):
+    """A running server (a subprocess or an app in a thread) as the tests address it."""
+
+    def ws_url(self, path: str = "/ws") -> str: ...
+
+
+def joined(server: Served, path: str = "/ws", **kwargs: Any) -> WsClient:
+    """A protocol-1 client on ``path``, past its snapshot and ``synced``."""
+    client = WsClient(server.ws_url(path), **kwargs)
+    client.expect("snapshot")
+    client.until(lambda m: m["type"] == "synced")
+    return client

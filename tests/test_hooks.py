@@ -28,18 +28,11 @@ from server import (
     create_app,
 )
 
-from .clients import WsClient, closed_with
+from .clients import WsClient, closed_with, joined
 from .conftest import AppServer
 
 ServeApp = Callable[..., AppServer]
 ADD_A = [{"op": "add", "path": ["a"], "value": 1}]
-
-
-def joined(server: AppServer, path: str, **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def hook_errors(server: AppServer, hook: str) -> float:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import ConnectionClosed
 
-from .clients import WsClient, closed_with
+from .clients import WsClient, closed_with, joined
 from .conftest import ServerFactory, ServerProcess
 
 SECRET = "a-test-secret-of-at-least-32-bytes-0123456789-long-enough-for-hs512!"
@@ -52,13 +52,6 @@ def forged(header: dict[str, Any], payload: dict[str, Any], sign: bytes | None) 
     head = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
     signature = hmac.new(sign, head.encode(), hashlib.sha256).digest() if sign else b""
     return head + "." + b64(signature)
-
-
-def joined(server: ServerProcess, path: str, **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def refused(server: ServerProcess, doc: str, token: str) -> str:

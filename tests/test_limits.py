@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .clients import Message, WsClient, closed_with
+from .clients import Message, WsClient, closed_with, joined
 from .conftest import ServerFactory, ServerProcess
 
 MAX_FRAME, MAX_OPS, MAX_DEPTH, MAX_STRING, MAX_KEY, MAX_DOC = 4096, 5, 4, 16, 8, 2000
@@ -35,13 +35,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     server.start()
     yield server
     server.stop()
-
-
-def joined(server: ServerProcess, path: str, **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def answer(client: WsClient, msg_id: Any, patches: list[Any], base: int | None = None) -> Message:

@@ -7,12 +7,12 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .clients import WsClient
+from .clients import WsClient, joined
 from .conftest import ServerFactory, ServerProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -46,13 +46,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     key = (name, frozenset(labels.items()))
     assert key in samples, f"no sample {name}{labels or ''} in /metrics"
     return samples[key]
-
-
-def joined(server: ServerProcess, path: str, **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def test_health(server: ServerProcess) -> None:

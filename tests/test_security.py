@@ -14,17 +14,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .clients import WsClient, closed_with
+from .clients import WsClient, closed_with, joined
 from .conftest import ServerFactory, ServerProcess
 
 ADD_A = [{"op": "add", "path": ["a"], "value": 1}]
-
-
-def joined(server: ServerProcess, path: str, **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def refused_status(server: ServerProcess, path: str, **kwargs: Any) -> int:

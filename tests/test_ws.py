@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .clients import WsClient, apply_immer
+from .clients import WsClient, apply_immer, joined
 from .conftest import ServerFactory, ServerProcess
 
 
@@ -22,13 +22,6 @@ def server(any_store: str, server_factory: ServerFactory) -> ServerProcess:
 
 def state_of(server: ServerProcess, doc: str = "default") -> Any:
     return httpx.get(f"{server.url}/docs/{doc}/state").json()
-
-
-def joined(server: ServerProcess, path: str = "/ws", **kwargs: Any) -> WsClient:
-    client = WsClient(server.ws_url(path), **kwargs)
-    client.expect("snapshot")
-    client.until(lambda m: m["type"] == "synced")
-    return client
 
 
 def test_snapshot_then_synced_on_a_new_document(server: ServerProcess) -> None:
