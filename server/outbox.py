@@ -53,6 +53,11 @@ SHARED_COALESCED = 256
 log = logging.getLogger(__name__)
 
 
+def _coalesce(frames: list[str], lesson: bool) -> str:
+    """Messages as one frame's text: a JSON array of messages, or one bare array (lesson)."""
+    return coalesce_bare(frames) if lesson else coalesce(frames)
+
+
 class _EndOfTurn:
     """The outboxes put to during this turn of an event loop, written by one callback at its
     end: a publication to N connections schedules one callback, not N. Also the loop's
@@ -81,7 +86,7 @@ class _EndOfTurn:
         text = texts.get(key)
         if text is not None:
             return text, True
-        text = coalesce_bare(frames) if lesson else coalesce(frames)
+        text = _coalesce(frames, lesson)
         if len(text) < LARGE:
             if len(texts) >= SHARED_COALESCED:
                 del texts[next(iter(texts))]
@@ -241,9 +246,6 @@ class Outbox:
             self._bytes += sum(len(f) for f in frames[start:])
             self._kick()
 
-    def _coalesce(self, frames: list[str]) -> str:
-        return coalesce_bare(frames) if self.lesson else coalesce(frames)
-
     def _write(self, frame: str, shared: bool = True) -> bool:
         """Write one frame's text now through ``write_now``, if it accepts it."""
         if self._write_now is None or not self._write_now(frame, shared):
@@ -277,7 +279,7 @@ class Outbox:
                 self._backlog -= 1
                 self._backlog_bytes -= len(frame)
         self._bytes -= size
-        return self._coalesce(frames)
+        return _coalesce(frames, self.lesson)
 
     def _kick(self) -> None:
         """Start the sender task, unless it is running (it sends everything queued)."""

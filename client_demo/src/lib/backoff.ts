@@ -17,8 +17,13 @@ export function backoffDelay(
   options: BackoffOptions = DEFAULT_BACKOFF,
   random: () => number = Math.random,
 ): number {
-  const ceiling = Math.min(options.maxMs, options.initialMs * 2 ** attempt)
-  return ceiling / 2 + (random() * ceiling) / 2
+  const limit = ceiling(attempt, options)
+  return limit / 2 + (random() * limit) / 2
+}
+
+/** `initialMs` doubled `doublings` times, capped at `maxMs`. */
+function ceiling(doublings: number, options: BackoffOptions): number {
+  return Math.min(options.maxMs, options.initialMs * 2 ** doublings)
 }
 
 /** Ceiling of the first wait after repeated conflicts, and the largest, in milliseconds. */
@@ -35,5 +40,5 @@ export function conflictDelay(
   random: () => number = Math.random,
 ): number {
   if (conflicts < 2) return 0
-  return random() * Math.min(options.maxMs, options.initialMs * 2 ** (conflicts - 2))
+  return random() * ceiling(conflicts - 2, options)
 }
