@@ -3,9 +3,10 @@ stall while three others receive a steady stream of batches.
 
 The server keeps each connection's outbound queue bounded (``--max-queue-messages``,
 ``--max-queue-bytes``) and closes a connection whose queue overflows with 1013; the client
-resumes with ``since`` and its epoch and loses nothing. Measured in one test, against phases of
-the same stream without stalled clients: the others' p99 latency, the server's memory (RSS
-from ``/proc/PID/status``) and the server's own queue gauge.
+resumes with ``since`` and its epoch and loses nothing. Checked in one test, against phases of
+the same stream without stalled clients: how far the others fall behind the writer (counted in
+batches: a structural bound, not a timing), the server's memory (RSS from
+``/proc/PID/status``) and the server's own queue gauge.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -40,8 +40,7 @@ MAX_QUEUE_BYTES = 2 << 20
 PAD = "x" * 16_000  # each batch carries ~16 KB: 6.4 MB/s to each client
 RATE = 400  # batches a second, paced
 N = 700  # batches a phase (~2 s)
-ROUNDS = 3  # of one phase without and one with stalled clients
-MORE_ROUNDS = 2  # run when the latency comparison fails, before concluding it does
+ROUNDS = 2  # of one phase without and one with stalled clients
 STALLED = 4  # stalled clients a phase: one reads again once cut off, the others never do
 READERS = 3
 MONITOR_EVERY = 0.1  # seconds between samples of RSS and /metrics
@@ -57,14 +56,10 @@ def rss_kib(server: ServerProcess) -> int:
 
 def metric(text: str, name: str) -> float:
     """One unlabelled sample (a regex: the full parser would stall the clients' event loop for
-    a millisecond or two on every scrape, which shows in their p99)."""
+    a millisecond or two on every scrape)."""
     found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert found is not None, f"no {name} in /metrics"
     return float(found.group(1))
-
-
-def p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[98]
 
 
 class StalledClient:
@@ -153,7 +148,9 @@ class StalledClient:
 
 @dataclass
 class Phase:
-    latencies: list[float] = field(default_factory=list)
+    sent: int = 0  # batches the writer has sent so far
+    received: int = 0  # batches the readers have received, summed
+    lag: int = 0  # the most batches a reader was behind the writer when it received one
     rss: list[int] = field(default_factory=list)
     queue_max: list[float] = field(default_factory=list)
     queued: list[float] = field(default_factory=list)
@@ -174,7 +171,8 @@ async def join(server: ServerProcess, doc: str) -> tuple[ClientConnection, int]:
 
 
 async def read_stream(ws: ClientConnection, first: int, phase: Phase) -> None:
-    """Receive versions first+1 .. first+N in order; the latency of each from its send time."""
+    """Receive versions first+1 .. first+N in order; on each, how many batches the writer had
+    sent beyond it."""
     version = first
     while version < first + N:
         for m in await recv_messages(ws):
@@ -182,7 +180,8 @@ async def read_stream(ws: ClientConnection, first: int, phase: Phase) -> None:
                 continue
             assert m["version"] == version + 1, f"gap: {version} -> {m['version']}"
             version = m["version"]
-            phase.latencies.append(time.perf_counter() - m["patches"][0]["value"]["t"])
+            phase.received += 1
+            phase.lag = max(phase.lag, phase.sent - (version - first))
 
 
 async def run_phase(server: ServerProcess, doc: str, stalled: list[StalledClient]) -> Phase:
@@ -211,9 +210,11 @@ async def run_phase(server: ServerProcess, doc: str, stalled: list[StalledClient
             delay = start + i / RATE - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            value = {"seq": i, "t": time.perf_counter(), "pad": PAD}
+            value = {"seq": i, "pad": PAD}
             await writer.send(json.dumps({"type": "patch", "id": i, "patches": [
                 {"op": "replace", "path": ["tick"], "value": value}]}))
+            phase.sent += 1
+            await asyncio.sleep(0)  # a late writer catching up still lets the readers run
 
     async def monitor() -> None:
         # the same sampling in both kinds of phase, so it loads the server the same way
@@ -250,8 +251,7 @@ async def run_phase(server: ServerProcess, doc: str, stalled: list[StalledClient
 @pytest.fixture
 def fast_store(tmp_path: Path) -> Iterator[str]:
     """SQLite, so the log does not live in the server's memory and RSS shows the queues; on
-    tmpfs when there is one, so the fsync of a WAL checkpoint does not put 10 ms stalls into
-    the latencies being compared."""
+    tmpfs when there is one, so the fsync of a WAL checkpoint does not stall the stream."""
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() and os.access(shm, os.W_OK)
                                      else tmp_path) as tmp:
@@ -283,14 +283,9 @@ def test_stalled_clients_are_cut_off_without_slowing_the_others(
                 else:
                     baseline.append(await run_phase(server, doc, []))
 
-    def p99s(kind: list[Phase]) -> float:
-        return statistics.median(p99(p.latencies) for p in kind)
-
     async def measure() -> None:
         try:
             await rounds(ROUNDS)
-            if p99s(phases) > p99s(baseline) + max(0.10 * p99s(baseline), 0.002):
-                await rounds(MORE_ROUNDS)  # more evidence before concluding
         finally:
             for clients in stalled:
                 for client in clients:
@@ -319,21 +314,16 @@ def test_stalled_clients_are_cut_off_without_slowing_the_others(
     growth_mib = (max(r for p in baseline + phases for r in p.rss) - reference) / 1024
     assert growth_mib < 40, f"RSS grew {growth_mib:.1f} MiB with stalled clients"
 
-    # the others did not notice. Latency is end to end on one 2-core machine shared by the
-    # server, all the clients (Python on both ends) and whatever else runs, so the comparison
-    # must survive scheduler noise: both kinds of phase run the same stream with the same
-    # monitoring, interleaved; each phase's p99 is over READERS * N = 2100 samples and the
-    # comparison is between the medians of the phases' p99s (one phase hit by a burst of
-    # outside load does not decide it); when it fails, more rounds run before concluding;
-    # the stalled clients are driven in the test's event loop (no thread contends for the
-    # GIL); and the allowance is 10% or 2 ms, whichever is larger (at p99s of a few ms, 10%
-    # is below the noise of a single context switch).
-    assert all(len(p.latencies) == READERS * N for p in baseline + phases)
-    base, slowed = p99s(baseline), p99s(phases)
-    assert slowed <= base + max(0.10 * base, 0.002), (
-        f"p99 {slowed * 1000:.2f} ms with stalled clients vs {base * 1000:.2f} ms without "
-        f"(phases: {[round(p99(p.latencies) * 1000, 1) for p in phases]} vs "
-        f"{[round(p99(p.latencies) * 1000, 1) for p in baseline]})")
+    # the others did not wait for the stalled ones. A server that waited for a stalled client
+    # before serving the others would hold every reader at the stalled client's position until
+    # it cut that client off, at least MAX_QUEUE_MESSAGES batches behind the writer (plus what
+    # the socket buffers hold); the readers here were never more than half that behind (at the
+    # paced rate, 0.3 s: a wide margin for a loaded machine, where a timing would flake).
+    assert all(p.received == READERS * N for p in baseline + phases)
+    worst = max(p.lag for p in phases)
+    assert worst < MAX_QUEUE_MESSAGES // 2, (
+        f"a reader was {worst} batches behind the writer with stalled clients "
+        f"(without: {max(p.lag for p in baseline)})")
 
     # each resumes where it stopped and loses nothing
     head = (len(baseline) + len(phases)) * N
