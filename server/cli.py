@@ -18,7 +18,7 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 
-from .app import create_app
+from .app import Entry, create_app
 from .config import DEFAULT_STORE, JwtSettings, Limits, Settings
 from .hooks import Hooks
 from .schema import SchemaRule
@@ -257,7 +257,8 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         logging.getLogger(name).addFilter(RedactTokens())
     tune_gc()
     uvicorn.run(
-        app if app is not None else create_app(settings),
+        Entry(app if app is not None else create_app(settings)),
+        interface="asgi3",  # Entry returns the app's coroutine rather than being a coroutine
         host=host,
         port=port,
         log_level=log_level,

@@ -5,19 +5,21 @@ frame is unmasked, so the frame of a message is the same bytes for every connect
 negotiated the same extensions: this module builds it once (per text object and extension
 variant, cached in :class:`~server.encoded.DerivedCache`) and writes those bytes.
 
-:class:`PreparedFrameProtocol` is uvicorn's sans-I/O ``websockets`` protocol with two changes,
+:class:`PreparedFrameProtocol` is uvicorn's sans-I/O ``websockets`` protocol with three changes,
 selected with uvicorn's ``ws`` setting by import string (``server.wsfast:PreparedFrameProtocol``):
 
 - when ``ws_per_message_deflate`` is on, permessage-deflate is negotiated with
   ``server_no_context_takeover`` (each message is compressed on its own, so one compressed
   frame serves every compressing connection) and ``client_no_context_takeover`` (no inflater
   kept per idle connection); messages under :data:`MIN_DEFLATE` bytes are sent uncompressed;
-- the ASGI scope gets the extension :data:`EXTENSION`: ``{"writer": FrameWriter}``.
-
+- the ASGI scope gets the extension :data:`EXTENSION`: ``{"writer": FrameWriter}``;
 - an idle connection costs less memory: uvicorn's receive queue (an ``asyncio.Queue``: three
   deques and an event, about 3 KiB) and its ``writable`` event become :class:`_ReceiveQueue`
-  and :class:`_Flag`, and the handshake's request and response (their headers, about 4 KiB)
-  are let go once the connection is accepted (the ASGI scope keeps the request's headers).
+  and :class:`_Flag`; the handshake's request and response (their headers, about 4 KiB) are
+  let go once the connection is accepted (the ASGI scope keeps the request's headers); what
+  all connections of a server share (config, app, logger, ...) is kept once, in
+  :class:`_Server`, rather than in each connection's attributes (a connection then has few
+  enough for CPython's compact instance layout: about 1 KiB less).
 
 Everything else (routing, handshake, ping/pong, close codes, ``ws_max_size``, graceful
 shutdown) is uvicorn's. An app that finds no extension in the scope (another server, a test
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import weakref
 import zlib
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -259,18 +262,109 @@ class _Flag:
         return True
 
 
+class _Server:
+    """What every connection of one uvicorn server has in common: uvicorn's protocol keeps it in
+    each connection's own attributes. Kept once, it leaves a connection 25 attributes of its
+    own, few enough for CPython to store them as a compact array of values (about 0.3 KiB)
+    instead of a dictionary of its own (about 1.3 KiB over 30 attributes)."""
+
+    __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "default_headers",
+                 "logger", "ping_interval", "ping_timeout", "root_path", "tasks")
+
+    def __init__(self, config: Config, server_state: ServerState,
+                 app_state: dict[str, Any]) -> None:
+        self.config = config
+        self.app = config.loaded_app
+        self.logger = logging.getLogger("uvicorn.error")
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.default_headers = server_state.default_headers
+        self.ping_interval = config.ws_ping_interval
+        self.ping_timeout = config.ws_ping_timeout
+
+
+# per uvicorn server (its state object lives as long as the server)
+_SERVERS: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
+
+
+def _server(config: Config, server_state: ServerState, app_state: dict[str, Any]) -> _Server:
+    shared = _SERVERS.get(server_state)
+    if shared is None or shared.config is not config or shared.app_state is not app_state:
+        shared = _SERVERS[server_state] = _Server(config, server_state, app_state)
+    return shared
+
+
+class _Shared:
+    """An attribute of uvicorn's protocol read from the connection's :class:`_Server`."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, protocol: PreparedFrameProtocol | None, owner: type) -> Any:
+        if protocol is None:
+            return self
+        return getattr(protocol._server, self.name)
+
+
 class PreparedFrameProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O websockets protocol, with shared deflate and a :class:`FrameWriter`
-    in the ASGI scope."""
+    in the ASGI scope.
+
+    ``__init__`` is uvicorn's, less what every connection of a server shares (read through
+    :class:`_Shared` from one :class:`_Server`), with the lighter queue and flag and our deflate
+    settings; ``tests/test_wsfast.py`` checks that it sets every attribute uvicorn's does."""
+
+    config = _Shared()
+    app = _Shared()
+    logger = _Shared()
+    root_path = _Shared()
+    asgi_version = _Shared()
+    app_state = _Shared()
+    connections = _Shared()
+    tasks = _Shared()
+    default_headers = _Shared()
+    ping_interval = _Shared()
+    ping_timeout = _Shared()
+    close_timeout = 10.0
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+        if not config.loaded:
+            config.load()
+        self._server = _server(config, server_state, app_state)
+        self.loop = _loop or asyncio.get_event_loop()
+        # connection state
+        self.transport = None  # type: ignore[assignment]
+        self.server = None
+        self.client = None
+        self.scheme = None  # type: ignore[assignment]
+        # WebSocket state
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
+        self.handshake_initiated = False
+        self.handshake_complete = False
+        self.close_sent = False
+        self.disconnected = False
+        self.close_timer = None
+        self.initial_response = None
+        self.conn = ServerProtocol(
+            extensions=[_DEFLATE] if config.ws_per_message_deflate else [],
+            max_size=config.ws_max_size, logger=self._server.logger)
+        self.read_paused = False
         self.writable = _Flag()  # type: ignore[assignment]
-        if config.ws_per_message_deflate:
-            self.conn = ServerProtocol(extensions=[_DEFLATE], max_size=config.ws_max_size,
-                                       logger=logging.getLogger("uvicorn.error"))
+        # keepalive state
+        self.ping_timer = None
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        self.ping_sent_at = 0.0
+        self.last_ping_rtt = 0.0
+        # incoming message state
+        self.frames = []
+        self.curr_msg_data_type = "bytes"
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -4,7 +4,9 @@ Starlette host; and the clear error when the host never ran the server's lifespa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from starlette.routing import Mount, Route
 from websockets.exceptions import ConnectionClosed
 
 from server import Settings, create_app, running
+from server.app import Entry
 
 from .clients import WsClient, closed_with
 from .conftest import ROOT, AppServer, free_port
@@ -233,3 +236,42 @@ def test_a_host_that_never_ran_the_lifespan_gets_a_clear_error(serve_app: ServeA
     assert error["code"] == "unavailable" and "running(app)" in error["message"]
     with WsClient(server.ws_url("/collab/ws/doc")) as c:
         assert closed_with(c) == 1011
+
+
+def test_the_standalone_entry_serves_sockets_directly_once_running() -> None:
+    """``Entry`` (what ``python -m server`` gives uvicorn) sends a WebSocket connection straight
+    to its route's endpoint; before the lifespan ran, to the app, which says it is not running.
+    Driven at the ASGI level (TestClient would take Entry for an ASGI 2 app)."""
+    app = create_app(Settings(store_url="memory://", demo_dir=None))
+    entry = Entry(app)
+
+    async def connect(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if '"synced"' in message.get("text", ""):
+                inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+        scope: dict[str, Any] = {
+            "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": path,
+            "raw_path": path.encode(), "root_path": "", "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1:8000")], "subprotocols": [],
+            "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "extensions": {}}
+        await asyncio.wait_for(entry(scope, inbox.get, send), timeout=10)
+        return sent, scope
+
+    async def main() -> None:
+        sent, _ = await connect("/ws/doc")
+        assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+        assert sent[1]["code"] == 1011
+        async with running(app):
+            sent, scope = await connect("/ws/doc")
+        assert scope["app"] is app and scope["path_params"] == {"doc": "doc"}
+        frames = [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+        messages = [m for f in frames for m in (f if isinstance(f, list) else [f])]
+        assert [m["type"] for m in messages] == ["snapshot", "synced"]
+
+    asyncio.run(main())

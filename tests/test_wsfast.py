@@ -15,10 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.config import Config
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import ConnectionClosed
-from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 
-from server.wsfast import _Flag, _ReceiveQueue
+from server.cli import WS_PROTOCOL
+from server.wsfast import PreparedFrameProtocol, _Flag, _ReceiveQueue
 
 from .clients import Message, WsClient
 from .conftest import ServerFactory, ServerProcess
@@ -225,5 +232,37 @@ def test_the_light_receive_queue_and_flag_behave_as_asyncio_queue_and_event() ->
         flag.set()
         await asyncio.sleep(0)
         assert waiters[0].cancelled() and all(w.result() for w in waiters[1:])
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_the_protocol_has_every_attribute_uvicorns_sets(deflate: bool) -> None:
+    """PreparedFrameProtocol writes its own ``__init__`` (what a server's connections share is
+    kept once): every attribute uvicorn's ``__init__`` sets must be there, equal but for the
+    objects replaced on purpose, or uvicorn's methods would fail on it at run time (a guard for
+    uvicorn upgrades). And it must stay under CPython's 30 attributes for a compact instance."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+    async def main() -> None:
+        config = Config(app, ws=WS_PROTOCOL, ws_per_message_deflate=deflate, ws_max_size=12345,
+                        ws_ping_interval=7.0, ws_ping_timeout=3.0, root_path="/r")
+        config.load()
+        state, app_state = ServerState(), {"k": 1}
+        theirs = WebSocketsSansIOProtocol(config, state, app_state)
+        ours = PreparedFrameProtocol(config, state, app_state)
+        replaced = {"queue", "writable", "conn"}
+        for name, value in vars(theirs).items():
+            assert hasattr(ours, name), name
+            if name not in replaced:
+                assert getattr(ours, name) == value, name
+        assert ours.conn.max_message_size == theirs.conn.max_message_size == 12345
+        assert [type(e) for e in ours.conn.available_extensions] == (
+            [ServerPerMessageDeflateFactory] if deflate else [])
+        # the second connection of the server shares the first one's common part
+        assert PreparedFrameProtocol(config, state, app_state)._server is ours._server
+        assert len(vars(ours)) < 30, sorted(vars(ours))
 
     asyncio.run(main())
