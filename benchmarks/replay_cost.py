@@ -26,7 +26,7 @@ server with its defaults, joined by clients that offer permessage-deflate (as br
 clients that do not: bytes on the wire, join time (beside the parse floor, and the network floor:
 the same state as one frame from a Node server, relay/state_frame_server.mjs), and the server's CPU
 for 1 and for 100 newcomers to one fresh version (each after more than ``max_join_tail`` edits,
-so the snapshot is serialized and compressed anew); and ``GET /state`` with and without gzip.
+so the snapshot is serialized and compressed anew); and ``GET /state`` plain, gzip and br.
 """
 
 from __future__ import annotations
@@ -502,11 +502,13 @@ def measure_joiners(h: int, tmp: Path, repeat: int) -> dict[str, Any]:
             row["join_frame"] = _joins("frame", floor.ws + "/", expected, repeat)
         with httpx.Client(base_url=ours.url) as http:
             plain = http.get(f"/docs/{DOC}/state", headers={"accept-encoding": "identity"})
-            with http.stream("GET", f"/docs/{DOC}/state",
-                             headers={"accept-encoding": "gzip"}) as r:
-                gz = b"".join(r.iter_raw())
-            row["http"] = {"identity_bytes": len(plain.content), "gzip_bytes": len(gz),
-                           "gzip_encoding": r.headers.get("content-encoding")}
+            row["http"] = {"identity_bytes": len(plain.content)}
+            for coding in ("gzip", "br"):
+                with http.stream("GET", f"/docs/{DOC}/state",
+                                 headers={"accept-encoding": coding}) as r:
+                    body = b"".join(r.iter_raw())
+                row["http"][f"{coding}_bytes"] = len(body)
+                row["http"][f"{coding}_encoding"] = r.headers.get("content-encoding")
         for deflate in (False, True):
             for n in JOINER_COUNTS:
                 samples = []
@@ -552,6 +554,7 @@ def run_joiners(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
             r["join_frame"].get("ms", float("nan")),
             plain["ms"] / r["join_frame"]["ms"] if "ms" in r["join_frame"] else float("nan"),
             f"{r['http']['gzip_bytes']} ({r['http']['gzip_bytes'] / state:.3f}x)",
+            f"{r['http']['br_bytes']} ({r['http']['br_bytes'] / state:.3f}x)",
             " / ".join(f"{r[f'plain_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
             " / ".join(f"{r[f'deflate_{n}']['server_cpu_s'] * 1000:.0f}" for n in JOINER_COUNTS),
         ])
@@ -559,7 +562,7 @@ def run_joiners(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
         ["H", "state bytes", "join wire bytes, plain", "join wire bytes, deflate",
          "join ms, plain", "join ms, deflate", "parse floor ms", "plain join / floor",
          "one Node frame join ms", "plain join / one Node frame",
-         "GET /state gzip bytes",
+         "GET /state gzip bytes", "GET /state br bytes",
          f"server CPU ms, plain, {' / '.join(map(str, JOINER_COUNTS))} joiners",
          f"server CPU ms, deflate, {' / '.join(map(str, JOINER_COUNTS))} joiners"],
         table,

@@ -54,7 +54,8 @@ _BODIES = encoded.DerivedCache(max_entries=16, max_bytes=64 << 20)
 
 async def _state_response(request: Request, version: int, body: str, *,
                           cached: bool = True) -> Response:
-    """The state as the client accepts it: gzip when asked for (and worth it), else as it is.
+    """The state as the client accepts it: brotli or gzip when asked for (and worth it), else as
+    it is.
 
     A compressed body is another representation of the same version, so its ETag is the weak
     ``W/"N"`` (RFC 9110 8.8.1: a strong tag names exactly these bytes); the identity keeps the
@@ -69,12 +70,13 @@ async def _state_response(request: Request, version: int, body: str, *,
         return Response(status_code=304, headers=headers)
     if coding is None:
         return Response(body, media_type=JSON, headers=headers)
+    encode = encoded.ENCODERS[coding]
     if cached:
-        data = await _BODIES.get_async(body, coding, encoded.gzip_text)
+        data = await _BODIES.get_async(body, coding, encode)
     elif len(body) >= encoded.THREAD_BYTES:
-        data = await asyncio.to_thread(encoded.gzip_text, body)
+        data = await asyncio.to_thread(encode, body)
     else:
-        data = encoded.gzip_text(body)
+        data = encode(body)
     headers["Content-Encoding"] = coding
     return Response(data, media_type=JSON, headers=headers)
 

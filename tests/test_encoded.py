@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 
-from server.encoded import DerivedCache, gzip_text, negotiate
+from server.encoded import DerivedCache, brotli_text, gzip_text, negotiate
 
 
 @pytest.mark.parametrize(
@@ -16,14 +18,22 @@ from server.encoded import DerivedCache, gzip_text, negotiate
         (None, None),
         ("", None),
         ("gzip", "gzip"),
-        ("gzip, deflate, br, zstd", "gzip"),
+        ("br", "br"),
+        ("gzip, deflate, br, zstd", "br"),  # equal weights: our preference
+        ("gzip, deflate", "gzip"),
+        ("gzip, br;q=0.9", "gzip"),  # the client's weights first
+        ("BR;q=0.5", "br"),
         ("GZIP;q=0.5", "gzip"),
         ("gzip;q=0", None),
         ("identity", None),
-        ("*", "gzip"),
+        ("zstd", None),
+        ("*", "br"),
         ("*;q=0", None),
-        ("gzip;q=0, *", None),
-        ("br;q=1.0, *;q=0.1", "gzip"),
+        ("gzip;q=0, *", "br"),
+        ("br;q=0, gzip;q=0, *", None),
+        ("br;q=0, *", "gzip"),
+        ("br;q=1.0, *;q=0.1", "br"),
+        ("gzip;q=1.0, *;q=0.1", "gzip"),
         ("gzip;q=bogus", None),
     ],
 )
@@ -35,6 +45,13 @@ def test_gzip_is_deterministic() -> None:
     text = '{"a":' + "1" * 5000 + "}"
     assert gzip_text(text) == gzip_text(text)
     assert gzip.decompress(gzip_text(text)).decode() == text
+
+
+def test_brotli_round_trips_and_is_smaller_than_gzip_on_json() -> None:
+    text = json.dumps([{"id": f"g{i}", "description": f"gift {i}", "reservedBy": None}
+                       for i in range(2000)])
+    assert brotli.decompress(brotli_text(text)).decode() == text
+    assert len(brotli_text(text)) < len(gzip_text(text))
 
 
 def test_cache_builds_once_per_text_object_and_variant() -> None:

@@ -1,11 +1,12 @@
 """GET /state compressed as the client accepts it, against a real server and real clients
-(httpx, which decodes gzip itself, and urllib, which does not)."""
+(httpx, which decodes brotli and gzip itself, and urllib, which does not)."""
 
 from __future__ import annotations
 
 import gzip
 import urllib.request
 
+import brotli  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -42,13 +43,29 @@ def test_gzip_when_accepted_with_a_weak_etag_and_vary(big: str) -> None:
     assert "content-encoding" not in plain.headers and plain.headers["etag"] == '"1"'
     assert "accept-encoding" in plain.headers["vary"].lower()
     # httpx offers gzip and decodes it: the same document
-    r = httpx.get(big)
+    r = httpx.get(big, headers={"Accept-Encoding": "gzip, deflate"})
     assert r.headers["content-encoding"] == "gzip" and r.json() == {"gifts": GIFTS}
 
 
+def test_brotli_first_when_accepted_as_much_as_gzip(big: str) -> None:
+    status, headers, body = raw_get(big, {"Accept-Encoding": "gzip, deflate, br, zstd"})
+    plain = httpx.get(big, headers={"Accept-Encoding": "identity"})
+    assert status == 200 and headers["content-encoding"] == "br"
+    assert headers["etag"] == 'W/"1"' and "accept-encoding" in headers["vary"].lower()
+    assert brotli.decompress(body) == plain.content
+    _, _, gz = raw_get(big, {"Accept-Encoding": "gzip"})
+    assert len(body) < len(gz)
+    # the client's weights come before our preference
+    _, headers, body = raw_get(big, {"Accept-Encoding": "br;q=0.5, gzip"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == plain.content
+    # httpx (with brotli installed, as here) offers br and decodes it
+    r = httpx.get(big)
+    assert r.headers["content-encoding"] == "br" and r.json() == {"gifts": GIFTS}
+
+
 def test_refused_codings_and_wildcards(big: str) -> None:
-    for accept, coding in [("gzip;q=0", None), ("*", "gzip"), ("br", None),
-                           ("identity, gzip;q=0.5", "gzip")]:
+    for accept, coding in [("gzip;q=0", None), ("*", "br"), ("zstd", None),
+                           ("identity, gzip;q=0.5", "gzip"), ("br;q=0, *", "gzip")]:
         status, headers, body = raw_get(big, {"Accept-Encoding": accept})
         assert status == 200 and headers.get("content-encoding") == coding, accept
         assert headers["etag"] == ('"1"' if coding is None else 'W/"1"')
@@ -84,6 +101,9 @@ def test_past_versions_and_head_are_compressed_too(big: str) -> None:
     r = httpx.head(big, headers={"Accept-Encoding": "gzip"})
     assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
     assert r.headers["etag"] == 'W/"2"'
+    status, headers, body = raw_get(big + "?version=1", {"Accept-Encoding": "br"})
+    assert status == 200 and headers["content-encoding"] == "br"
+    assert httpx.Response(200, content=brotli.decompress(body)).json() == {"gifts": GIFTS}
 
 
 def test_small_documents_are_not_compressed(server: ServerProcess) -> None:
