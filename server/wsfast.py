@@ -19,7 +19,8 @@ selected with uvicorn's ``ws`` setting by import string (``server.wsfast:Prepare
   let go once the connection is accepted (the ASGI scope keeps the request's headers); what
   all connections of a server share (config, app, logger, ...) is kept once, in
   :class:`_Server`, rather than in each connection's attributes (a connection then has few
-  enough for CPython's compact instance layout: about 1 KiB less).
+  enough for CPython's compact instance layout: about 1 KiB less); keepalive pings fall due on
+  one loop timer per quarter second (:class:`_Timers`), not on a timer handle per connection.
 
 Everything else (routing, handshake, ping/pong, close codes, ``ws_max_size``, graceful
 shutdown) is uvicorn's. An app that finds no extension in the scope (another server, a test
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import struct
 import weakref
 import zlib
@@ -262,6 +264,65 @@ class _Flag:
         return True
 
 
+class _Timer:
+    """A keepalive timer of :class:`_Timers` (what uvicorn's protocol uses of a TimerHandle:
+    ``cancel``)."""
+
+    __slots__ = ("_tick", "_timers", "callback")
+
+    def __init__(self, timers: _Timers, tick: int, callback: Callable[[], None]) -> None:
+        self._timers = timers
+        self._tick = tick
+        self.callback = callback
+
+    def cancel(self) -> None:
+        due = self._timers.due.get(self._tick)
+        if due is not None:
+            due.discard(self)
+
+
+class _Timers:
+    """The keepalive pings of one event loop's connections, by the tick (:attr:`TICK` seconds)
+    they fall due in: one loop timer per tick for all the connections that ping in it, instead of
+    one per connection (a uvloop timer handle, kept by every idle connection between two pings,
+    is about 0.5 KiB). A ping is sent up to one tick late."""
+
+    TICK = 0.25
+
+    def __init__(self) -> None:
+        self.due: dict[int, set[_Timer]] = {}
+
+    def call_later(self, loop: asyncio.AbstractEventLoop, delay: float,
+                   callback: Callable[[], None]) -> _Timer:
+        tick = math.ceil((loop.time() + delay) / self.TICK)
+        timer = _Timer(self, tick, callback)
+        due = self.due.get(tick)
+        if due is None:
+            due = self.due[tick] = set()
+            loop.call_at(tick * self.TICK, self._fire, tick)
+        due.add(timer)
+        return timer
+
+    def _fire(self, tick: int) -> None:
+        for timer in self.due.pop(tick, ()):
+            try:
+                timer.callback()
+            except Exception:  # one connection's failure does not skip the others' pings
+                logging.getLogger("uvicorn.error").exception("keepalive ping failed")
+
+
+# per event loop (not holding it: the loop's scheduled callbacks hold the _Timers)
+_TIMERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
+    weakref.WeakKeyDictionary())
+
+
+def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
+    timers = _TIMERS.get(loop)
+    if timers is None:
+        timers = _TIMERS[loop] = _Timers()
+    return timers
+
+
 class _Server:
     """What every connection of one uvicorn server has in common: uvicorn's protocol keeps it in
     each connection's own attributes. Kept once, it leaves a connection 25 attributes of its
@@ -365,6 +426,13 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
         # incoming message state
         self.frames = []
         self.curr_msg_data_type = "bytes"
+
+    def schedule_ping(self) -> None:
+        """uvicorn's, on the loop's shared keepalive timers (:class:`_Timers`)."""
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = _timers(self.loop).call_later(  # type: ignore[assignment]
+            self.loop, delay, self.send_keepalive_ping)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

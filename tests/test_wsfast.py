@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from websockets.extensions.permessage_deflate import (
 )
 
 from server.cli import WS_PROTOCOL
-from server.wsfast import PreparedFrameProtocol, _Flag, _ReceiveQueue
+from server.wsfast import PreparedFrameProtocol, _Flag, _ReceiveQueue, _Timers
 
 from .clients import Message, WsClient
 from .conftest import ServerFactory, ServerProcess
@@ -264,5 +265,37 @@ def test_the_protocol_has_every_attribute_uvicorns_sets(deflate: bool) -> None:
         # the second connection of the server shares the first one's common part
         assert PreparedFrameProtocol(config, state, app_state)._server is ours._server
         assert len(vars(ours)) < 30, sorted(vars(ours))
+
+    asyncio.run(main())
+
+
+def test_keepalive_timers_fire_by_tick_and_cancel() -> None:
+    """The shared keepalive timers: every callback fires once, no earlier than its delay; a
+    cancelled one never does; one that raises does not keep the others of its tick from
+    running."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        timers = _Timers()
+        fired: dict[str, float] = {}
+        start = loop.time()
+
+        def record(name: str) -> Callable[[], None]:
+            return lambda: fired.setdefault(name, loop.time() - start)
+
+        def fail() -> None:
+            raise RuntimeError("one connection's failure")
+
+        timers.call_later(loop, 0.05, fail)
+        timers.call_later(loop, 0.05, record("a"))
+        timers.call_later(loop, 0.06, record("b"))  # very likely the same tick as a
+        timers.call_later(loop, 0.4, record("c"))  # a later tick
+        timers.call_later(loop, 0.05, record("cancelled")).cancel()
+        await asyncio.sleep(0.4 + 2 * _Timers.TICK)
+        assert set(fired) == {"a", "b", "c"}
+        early = 0.002  # an event loop may run a timer up to its clock resolution early
+        assert fired["a"] >= 0.05 - early and fired["b"] >= 0.06 - early
+        assert fired["c"] >= 0.4 - early
+        assert timers.due == {}  # nothing left behind
 
     asyncio.run(main())
