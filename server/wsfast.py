@@ -53,8 +53,12 @@ from websockets.server import ServerProtocol
 from .encoded import THREAD_BYTES, DerivedCache
 
 EXTENSION = "immer.prepared_frames"
-# a message shorter than this (in characters) is sent uncompressed even when deflate is on
-MIN_DEFLATE = 256
+# a message shorter than this (in characters) is sent uncompressed even when deflate is on: a
+# small message saves a few hundred bytes at most, and costs every client an inflate. At 256,
+# rounds coalesced under load crossed it, and 5,000 Node clients (whose ws inflates through a
+# thread pool) fell further behind with every compressed round, the server's writes to their
+# full sockets growing costlier in turn. 1024 is also the default threshold of Node's ws.
+MIN_DEFLATE = 1024
 # a frame shared by many (a publication, a snapshot) is compressed once, at level 6; a
 # coalesced frame is built for one connection under load, and sent uncompressed unless large
 SHARED_LEVEL = 6
