@@ -329,12 +329,14 @@ def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
 
 class _Server:
     """What every connection of one uvicorn server has in common: uvicorn's protocol keeps it in
-    each connection's own attributes. Kept once, it leaves a connection 25 attributes of its
+    each connection's own attributes. Kept once, it leaves a connection 26 attributes of its
     own, few enough for CPython to store them as a compact array of values (about 0.3 KiB)
-    instead of a dictionary of its own (about 1.3 KiB over 30 attributes)."""
+    instead of a dictionary of its own (about 1.3 KiB over 30 attributes). Not here: the
+    server's ``default_headers`` (uvicorn replaces that list every second, with a new ``Date``),
+    which each connection takes when it is made, as uvicorn's protocol does."""
 
-    __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "default_headers",
-                 "logger", "ping_interval", "ping_timeout", "root_path", "tasks")
+    __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "logger",
+                 "ping_interval", "ping_timeout", "root_path", "tasks")
 
     def __init__(self, config: Config, server_state: ServerState,
                  app_state: dict[str, Any]) -> None:
@@ -346,7 +348,6 @@ class _Server:
         self.app_state = app_state
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.default_headers = server_state.default_headers
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
 
@@ -392,7 +393,6 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
     app_state = _Shared()
     connections = _Shared()
     tasks = _Shared()
-    default_headers = _Shared()
     ping_interval = _Shared()
     ping_timeout = _Shared()
     close_timeout = 10.0
@@ -403,6 +403,7 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
             config.load()
         self._server = _server(config, server_state, app_state)
         self.loop = _loop or asyncio.get_event_loop()
+        self.default_headers = server_state.default_headers  # the current Date: not shared
         # connection state
         self.transport = None  # type: ignore[assignment]
         self.server = None
