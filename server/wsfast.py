@@ -329,11 +329,12 @@ def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
 
 class _Server:
     """What every connection of one uvicorn server has in common: uvicorn's protocol keeps it in
-    each connection's own attributes. Kept once, it leaves a connection 26 attributes of its
-    own, few enough for CPython to store them as a compact array of values (about 0.3 KiB)
-    instead of a dictionary of its own (about 1.3 KiB over 30 attributes). Not here: the
-    server's ``default_headers`` (uvicorn replaces that list every second, with a new ``Date``),
-    which each connection takes when it is made, as uvicorn's protocol does."""
+    each connection's own attributes. Kept once, it leaves a connection 27 attributes of its
+    own (24, and the handshake's request, response and scope), few enough for CPython to store
+    them as a compact array of values (about 0.3 KiB) instead of a dictionary of its own (about
+    1.3 KiB over 30 attributes). Not here: the server's ``default_headers`` (uvicorn replaces
+    that list every second, with a new ``Date``), which each connection takes when it is made,
+    as uvicorn's protocol does."""
 
     __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "logger",
                  "ping_interval", "ping_timeout", "root_path", "tasks")

@@ -269,7 +269,8 @@ def test_the_protocol_has_every_attribute_uvicorns_sets(deflate: bool) -> None:
         second = PreparedFrameProtocol(config, state, app_state)
         assert second._server is ours._server
         assert second.default_headers == [(b"date", b"a second later")]
-        assert len(vars(ours)) < 30, sorted(vars(ours))
+        # under 30 with the three the handshake adds (request, response, scope)
+        assert len(vars(ours)) + 3 < 30, sorted(vars(ours))
 
     asyncio.run(main())
 
