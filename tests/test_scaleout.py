@@ -148,20 +148,29 @@ def test_two_processes_racing_for_the_same_versions(
     init_items(a, doc)
     acked: Acked = {}
 
-    async def main() -> None:
+    async def main(round_: int) -> None:
         await asyncio.gather(*(
-            drive([proc.url.replace("http", "ws")], doc, f"{name}{k}", list(range(150)), acked)
+            drive([proc.url.replace("http", "ws")], doc, f"{name}{k}.{round_}",
+                  list(range(150)), acked)
             for proc, name in ((a, "a"), (b, "b")) for k in range(2)
         ))
 
-    asyncio.run(main())
+    def races() -> float:
+        return metric(a, "immer_commit_races_total") + metric(b, "immer_commit_races_total")
+
+    # the processes must really race (some commits lost and validated again): that is up to
+    # the scheduler, so another round of 600 batches runs when none did, up to three
+    rounds = 0
+    while rounds < 3 and (rounds == 0 or races() == 0):
+        rounds += 1
+        asyncio.run(main(rounds))
+    total = 600 * rounds
     versions = list(acked.values())
-    assert len(set(versions)) == len(versions) == 600  # exactly one winner per version
-    assert sorted(versions) == list(range(2, 602))
+    assert len(set(versions)) == len(versions) == total  # exactly one winner per version
+    assert sorted(versions) == list(range(2, total + 2))
     items_exactly_once(a, doc, list(acked))
     log_replays_to_state(b, doc)
-    # the processes really raced: some commits lost and were validated again
-    assert metric(a, "immer_commit_races_total") + metric(b, "immer_commit_races_total") > 0
+    assert races() > 0, f"no commit race in {rounds} rounds of 600 batches"
 
 
 @pytest.mark.slow
