@@ -29,7 +29,6 @@ GZIP_LEVEL = 6
 # quality 5 of 11: the 100,000-edit gift list in 14% fewer bytes than gzip -6, at about its
 # speed (qualities 9-11 save a few percent more for 4x to 100x the time)
 BROTLI_QUALITY = 5
-CODINGS = ("br", "gzip")  # in order of preference, among codings the client accepts equally
 
 Build = Callable[[str], bytes]
 
@@ -45,7 +44,10 @@ def brotli_text(text: str) -> bytes:
     return data
 
 
+# the codings offered, each with its encoder, in order of preference among codings the client
+# accepts equally
 ENCODERS: dict[str, Build] = {"br": brotli_text, "gzip": gzip_text}
+CODINGS = tuple(ENCODERS)
 
 
 def identity_text(text: str) -> bytes:
